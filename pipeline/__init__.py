@@ -1,0 +1,1 @@
+"""pipeline: stylebatch's batch system (manifests, storage, Ray workers, results) and its CLI."""

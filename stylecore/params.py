@@ -1,0 +1,81 @@
+"""The paper's hyper-parameters in one typed object.
+
+Each default cites where it comes from: the paper (Zhao et al., "Image Neural Style
+Transfer with Global and Local Optimization Fusion", IEEE Access 2019) or, where the
+paper defers to it, CNNMRF (Li & Wand 2016, the paper's ref [18]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Everything that shapes one synthesis; immutable so it can be logged and hashed."""
+
+    # Paper Sec. IV ("we set alpha_1 = 20, alpha_2 = 1e-4 and alpha_3 = 20"), Eq. (1).
+    alpha_global: float = 20.0
+    alpha_local: float = 1e-4
+    alpha_content: float = 20.0
+    # Total-variation weight. The paper does not use one; CNNMRF used 1e-3.
+    tv_weight: float = 0.0
+
+    # Paper Sec. V: "layers relu1_2, relu2_2, relu3_3 and relu4_2 are selected" (global).
+    global_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_2")
+    # Paper Sec. V: "During the local loss part, layer relu3_1 is selected."
+    local_layer: str = "relu3_1"
+    # Paper Sec. V: "Layer relu3_1 is selected in the content loss part."
+    content_layer: str = "relu3_1"
+    # Paper Sec. V: "We use 3x3 patches, and we set the stride to one."
+    patch_size: int = 3
+    patch_stride: int = 1
+
+    # Paper Sec. III: "we synthesize at multiple increasing resolutions" following [18];
+    # CNNMRF: 3 levels, each half the next, longest side 384.
+    levels: int = 3
+    size: int | None = 384
+    # Longest side of the style image at the finest level; None means the same as `size`.
+    style_size: int | None = None
+    # Paper Sec. IV: "we also minimize Equation 1 using backpropagation with L-BFGS";
+    # CNNMRF: about 100 iterations per level and an L-BFGS history of 25.
+    iterations: int = 100
+    lbfgs_history: int = 25
+    # Paper Sec. III: "randomly initialize the optimization"; small noise around the mean
+    # pixel (std in 0..255 units), the neural-style / CNNMRF convention.
+    init_noise: float = 1e-3
+    seed: int = 0
+
+    # Local-loss matching. 1 refreshes the nearest style patches at every loss
+    # evaluation, the paper's exact mode; larger values reuse them for that many
+    # evaluations (and refresh exactly at the end of each level).
+    match_every: int = 1
+    # Working-memory budget of the nearest-patch search, in bytes of similarity scores.
+    search_budget_bytes: int = 256 * 2**20
+
+    def __post_init__(self) -> None:
+        for name in ("alpha_global", "alpha_local", "alpha_content", "tv_weight", "init_noise"):
+            value = getattr(self, name)
+            if not value >= 0:  # also rejects NaN
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("patch_size", "patch_stride", "levels", "iterations", "lbfgs_history",
+                     "match_every", "search_budget_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("size", "style_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
+        if not self.global_layers and self.alpha_global > 0:
+            raise ValueError("alpha_global > 0 needs at least one global layer")
+
+    def with_overrides(self, **overrides: Any) -> FusionParams:
+        """A copy with the given fields changed; `None` values are ignored (CLI/manifest defaults)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every VGG layer a loss reads, without repeats."""
+        return tuple(dict.fromkeys((*self.global_layers, self.local_layer, self.content_layer)))
+
