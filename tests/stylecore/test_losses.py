@@ -1,0 +1,158 @@
+"""The loss functions against deliberately naive reference implementations (values and gradients)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from stylecore.losses import (content_loss, extract_patches, gram_loss, gram_matrix, mrf_loss,
+                              total_variation)
+from stylecore.matching import nearest_patches, normalize_patches
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Naive references and the code under test both in float64, so tolerances can be tight."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def naive_gram(features: torch.Tensor) -> torch.Tensor:
+    _, c, h, w = features.shape
+    gram = torch.zeros(c, c)
+    for i, j in itertools.product(range(c), range(c)):
+        gram[i, j] = sum(features[0, i, y, x] * features[0, j, y, x] for y in range(h) for x in range(w))
+    return gram / (c * h * w)
+
+
+def naive_patches(features: torch.Tensor, size: int, stride: int) -> list[tuple[int, int, torch.Tensor]]:
+    """(top, left, flattened C*size*size patch in (c, dy, dx) order) for every patch position."""
+    _, _, h, w = features.shape
+    return [(y, x, features[0, :, y:y + size, x:x + size].reshape(-1))
+            for y in range(0, h - size + 1, stride) for x in range(0, w - size + 1, stride)]
+
+
+def naive_nearest(queries: torch.Tensor, bank: torch.Tensor) -> list[int]:
+    """Arg max over the bank of q.s / (|q| |s|), one query at a time."""
+    best = []
+    for query in queries:
+        scores = [float(query @ patch) / (float(query.norm()) * float(patch.norm())) for patch in bank]
+        best.append(max(range(len(scores)), key=scores.__getitem__))
+    return best
+
+
+def test_gram_matrix_matches_naive_sum():
+    features = torch.randn(1, 4, 5, 6)
+    assert torch.allclose(gram_matrix(features)[0], naive_gram(features))
+
+
+def test_gram_loss_value_and_gradient_match_naive():
+    features = torch.randn(1, 3, 4, 5, requires_grad=True)
+    target = naive_gram(torch.randn(1, 3, 4, 5))
+    loss = gram_loss(features, target)
+    naive = ((naive_gram(features) - target) ** 2).sum() / 9
+    assert torch.allclose(loss, naive)
+    (grad,) = torch.autograd.grad(loss, features)
+    (naive_grad,) = torch.autograd.grad(naive, features)
+    assert torch.allclose(grad, naive_grad)
+
+
+def test_content_loss_is_mean_squared_error():
+    features, target = torch.randn(1, 3, 4, 4, requires_grad=True), torch.randn(1, 3, 4, 4)
+    loss = content_loss(features, target)
+    assert torch.allclose(loss, ((features - target) ** 2).sum() / features.numel())
+    (grad,) = torch.autograd.grad(loss, features)
+    assert torch.allclose(grad, 2 * (features - target) / features.numel())
+
+
+def test_total_variation_matches_neural_style_gradient():
+    image = torch.randn(1, 3, 5, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(total_variation(image), image)
+    x = image.detach()
+    expected = torch.zeros_like(x)
+    x_diff = x[..., :-1, :-1] - x[..., :-1, 1:]
+    y_diff = x[..., :-1, :-1] - x[..., 1:, :-1]
+    expected[..., :-1, :-1] += x_diff + y_diff
+    expected[..., :-1, 1:] -= x_diff
+    expected[..., 1:, :-1] -= y_diff
+    assert torch.allclose(grad, expected)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_extract_patches_matches_slicing(stride):
+    features = torch.randn(1, 2, 6, 7)
+    rows = extract_patches(features, 3, stride)
+    naive = naive_patches(features, 3, stride)
+    assert rows.shape == (len(naive), 2 * 9)
+    for row, (_, _, patch) in zip(rows, naive):
+        assert torch.equal(row, patch)
+
+
+@pytest.mark.parametrize("budget_bytes", [8, 200, 2**20])
+def test_nearest_patches_is_the_exact_normalised_cross_correlation_argmax(budget_bytes):
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randn(23, 18, generator=generator)
+    bank = torch.randn(31, 18, generator=generator) * torch.rand(31, 1, generator=generator) * 5
+    found = nearest_patches(queries, normalize_patches(bank), budget_bytes)
+    assert found.tolist() == naive_nearest(queries, bank)
+
+
+def test_nearest_patches_ignores_patch_norms():
+    """A large but badly aligned patch must lose to a small well-aligned one (NCC, not dot product)."""
+    query = torch.tensor([[1.0, 0.0]])
+    bank = torch.tensor([[10.0, 10.0], [0.1, 0.0]])
+    assert nearest_patches(query, normalize_patches(bank)).tolist() == [1]
+
+
+def naive_mrf(features: torch.Tensor, style: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """Sum over synthesis patches of the squared distance to the NCC-nearest style patch,
+    each element weighted by 1 / (number of patches covering its position), halved."""
+    _, c, h, w = features.shape
+    count = torch.zeros(h, w)
+    for y, x, _ in naive_patches(features, size, stride):
+        count[y:y + size, x:x + size] += 1
+    bank = torch.stack([patch for _, _, patch in naive_patches(style, size, stride)])
+    synthesis = naive_patches(features, size, stride)
+    matches = naive_nearest(torch.stack([p.detach() for _, _, p in synthesis]), bank)
+    total = torch.zeros(())
+    for (y, x, patch), match in zip(synthesis, matches):
+        weight = (1 / count[y:y + size, x:x + size]).expand(c, size, size).reshape(-1)
+        total = total + (weight * (patch - bank[match]) ** 2).sum()
+    return 0.5 * total
+
+
+def cnnmrf_gradient(features: torch.Tensor, style: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """CNNMRF's update: at each position, the average over covering patches of (current - matched)."""
+    _, c, h, w = features.shape
+    total, count = torch.zeros(c, h, w), torch.zeros(h, w)
+    bank = torch.stack([patch for _, _, patch in naive_patches(style, size, stride)])
+    synthesis = naive_patches(features, size, stride)
+    matches = naive_nearest(torch.stack([p for _, _, p in synthesis]), bank)
+    for (y, x, patch), match in zip(synthesis, matches):
+        total[:, y:y + size, x:x + size] += (patch - bank[match]).reshape(c, size, size)
+        count[y:y + size, x:x + size] += 1
+    return (total / count.clamp_min(1)).unsqueeze(0)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mrf_loss_value_and_gradient_match_naive(stride):
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 3, 7, 6, generator=generator).requires_grad_(True)
+    style = torch.randn(1, 3, 6, 8, generator=generator)
+    style_patches = extract_patches(style, 3, stride)
+    loss = mrf_loss(features, style_patches, size=3, stride=stride)
+    naive = naive_mrf(features, style, 3, stride)
+    assert torch.allclose(loss, naive)
+    (grad,) = torch.autograd.grad(loss, features)
+    (naive_grad,) = torch.autograd.grad(naive, features)
+    assert torch.allclose(grad, naive_grad)
+    assert torch.allclose(grad, cnnmrf_gradient(features.detach(), style, 3, stride))
+
+
+def test_mrf_loss_is_zero_when_synthesis_is_the_style():
+    style = torch.randn(1, 4, 6, 6)
+    assert float(mrf_loss(style.clone(), extract_patches(style, 3, 1))) == pytest.approx(0.0, abs=1e-9)
