@@ -87,7 +87,8 @@ def test_presigned_urls_keep_their_address_but_lose_signature_and_credential() -
 
 def test_authorization_header_fields_are_masked() -> None:
     header = ("Authorization: AWS4-HMAC-SHA256 Credential=SBHEADERKEY123/20260101/us-east-1/s3/aws4_request, "
-              "SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7")
+              "SignedHeaders=host;x-amz-date, "
+              "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7")
     redacted = redact(header)
     assert "SBHEADERKEY123" not in redacted and "5d672d79" not in redacted
     assert "SignedHeaders=host;x-amz-date" in redacted

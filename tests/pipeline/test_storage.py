@@ -315,15 +315,19 @@ def test_missing_credentials_say_how_to_provide_them(s3_server: S3Server, prefix
         Storage().read_bytes(prefix.child("a.png"))
 
 
-def test_unreachable_endpoint_is_named(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("userinfo", "shown"), [("", ""), ("proxyuser:hunter2-password@", "proxyuser:<redacted>@")])
+def test_unreachable_endpoint_is_named_without_its_password(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch,
+                                                            userinfo: str, shown: str) -> None:
     with socket.socket() as reserved:
         reserved.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+        address = f"127.0.0.1:{reserved.getsockname()[1]}"
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        storage = Storage(f"http://{userinfo}{address}")
         with pytest.raises(StorageError) as raised:
-            Storage(endpoint).read_bytes(parse_location("s3://bucket/a.png"))
-    message = _secret_free(raised.value, s3_server.access_key, s3_server.secret_key)
-    assert message == f"s3://bucket/a.png: cannot reach S3 endpoint {endpoint}"
+            storage.read_bytes(parse_location("s3://bucket/a.png"))
+    message = _secret_free(raised.value, s3_server.access_key, s3_server.secret_key, "hunter2")
+    assert message == f"s3://bucket/a.png: cannot reach S3 endpoint http://{shown}{address}"
+    assert "hunter2" not in repr(storage)
 
 
 def test_endpoint_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -333,3 +337,18 @@ def test_endpoint_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyP
     assert Storage().endpoint_url == "http://127.0.0.1:1"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:3")
     assert Storage().endpoint_url == "http://127.0.0.1:3"
+
+
+_READ_THROUGH_ENVIRONMENT = """
+import sys
+from pipeline.storage import Storage, parse_location
+sys.stdout.buffer.write(Storage().read_bytes(parse_location(sys.argv[1])))
+"""
+
+
+def test_a_process_started_later_reaches_the_server_through_the_environment_alone(prefix: Location) -> None:
+    """What a Ray worker started during the session sees: the AWS_* variables, nothing passed to it."""
+    Storage().write_bytes(prefix.child("shared.bin"), b"from the parent")
+    child = subprocess.run([sys.executable, "-c", _READ_THROUGH_ENVIRONMENT, str(prefix.child("shared.bin"))],
+                           capture_output=True, check=True)
+    assert child.stdout == b"from the parent"
