@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,8 +70,8 @@ class S3Server:
 class WeedMini:
     """One `weed mini` process with S3 on 127.0.0.1, free ports, generated credentials, a temp data dir."""
 
-    def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="sb-s3-"))
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS))))
         access_key, secret_key = "SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30)
         self.server = S3Server(f"http://127.0.0.1:{self.ports['s3']}", access_key, secret_key, "us-east-1")
@@ -179,11 +178,11 @@ def _die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start_weed_mini() -> WeedMini:
+def _start_weed_mini(tmp_path_factory: pytest.TempPathFactory) -> WeedMini:
     """A started server; retried with new ports in case another process took one in between."""
     failures = []
     for _ in range(_START_ATTEMPTS):
-        weed = WeedMini()
+        weed = WeedMini(tmp_path_factory.mktemp("s3-server"))
         try:
             weed.start()
             return weed
@@ -194,9 +193,9 @@ def _start_weed_mini() -> WeedMini:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 server for the session, with AWS_* set to reach it (and no other AWS settings)."""
-    weed = _start_weed_mini()
+    weed = _start_weed_mini(tmp_path_factory)
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name in [name for name in os.environ if name.startswith("AWS_")]:
