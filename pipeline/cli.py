@@ -48,3 +48,81 @@ def stylize(
         stylize_file(content, style, output, params, device=device, weights=weights, force=force)
     except (ValueError, RuntimeError, OSError) as error:
         fail(str(error))
+
+
+@app.command()
+def submit(
+    manifest: str = typer.Argument(..., help="Manifest: a .csv or .parquet file, local or s3://."),
+    output: str = typer.Option(None, "--output", help="Folder or s3:// prefix for the images "
+                               "[default: out/<manifest name> in the current folder]."),
+    results: str = typer.Option(None, "--results", help="Folder or s3:// prefix of the Parquet results "
+                                "[default: <output>/_results]."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001, or "
+                                "RAY_ADDRESS); without it a local Ray is started and stopped."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Worker actors [default: one per GPU, "
+                                "else the cores shared out]."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    size: int = typer.Option(None, "--size", min=1, help=f"Default longest side [default: {DEFAULTS.size}]."),
+    levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels [default: {DEFAULTS.levels}]."),
+    iters: int = typer.Option(None, "--iters", min=1,
+                              help=f"Default iterations per level [default: {DEFAULTS.iterations}]."),
+    seed: int = typer.Option(None, "--seed", help=f"Default seed [default: {DEFAULTS.seed}]."),
+    alpha_global: float = typer.Option(None, "--alpha-global", min=0, help="Default global weight [default: 20]."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="Default local weight [default: 1e-4]."),
+    alpha_content: float = typer.Option(None, "--alpha-content", min=0, help="Default content weight [default: 20]."),
+    match_every: int = typer.Option(None, "--match-every", min=1,
+                                    help="Refresh local-loss matches every K evaluations (1 = exact)."),
+    weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path "
+                                "that exists on every worker."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Retries of a row whose worker process died."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    force: bool = typer.Option(False, "--force", help="Redo rows whose output exists, overwriting it."),
+    strict: bool = typer.Option(False, "--strict", help="Run nothing if any row is invalid."),
+) -> None:
+    """Stylize every row of MANIFEST on Ray; record each row in a Parquet results table."""
+    from pipeline.runner import RunConfig
+    from pipeline.storage import parse_location
+    from pipeline.submit import submit as run_submit
+
+    try:
+        manifest_location = parse_location(manifest)
+        output_location = parse_location(output or f"out/{Path(manifest_location.name).stem}")
+        results_location = parse_location(results) if results else output_location.child("_results")
+        defaults = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, seed=seed,
+                                           alpha_global=alpha_global, alpha_local=alpha_local,
+                                           alpha_content=alpha_content, match_every=match_every)
+    except ValueError as error:
+        fail(str(error), code=2)
+    config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
+                       workers, threads, retries, force, strict, s3_endpoint)
+    try:
+        code = run_submit(config)
+    except (ValueError, RuntimeError, OSError, ConnectionError) as error:
+        fail(_redacted(error))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
+    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+) -> None:
+    """Summarise a results table: rows by run and status, and every failure with its message."""
+    from pipeline.status import print_status
+    from pipeline.storage import parse_location
+
+    try:
+        found = print_status(parse_location(results), run_id, s3_endpoint)
+    except (ValueError, RuntimeError, OSError) as error:
+        fail(_redacted(error))
+    if not found:
+        fail(f"no results found in {results}")
+
+
+def _redacted(error: Exception) -> str:
+    from pipeline.secrets import redact
+
+    return redact(str(error))

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 console = Console(stderr=True)
+out = Console()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

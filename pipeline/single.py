@@ -31,7 +31,7 @@ def stylize_file(content_path: Path, style_path: Path, output: Path, params: Fus
     try:
         plan_levels((content.height, content.width), (style.height, style.width), params)
     except ImageTooSmallError as error:
-        culprit = content_path if str(error).startswith("content") else style_path
+        culprit = content_path if error.which == "content" else style_path
         raise ValueError(f"{culprit}: {error}") from None
     stylizer = Stylizer(weights, device)
     started = time.perf_counter()
