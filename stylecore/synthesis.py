@@ -21,6 +21,11 @@ ImageInput = Image.Image | torch.Tensor
 class ImageTooSmallError(ValueError):
     """An image is too small for the local loss's patches at the coarsest pyramid level."""
 
+    def __init__(self, which: str, message: str) -> None:
+        """`which`: "content" or "style", the image at fault."""
+        super().__init__(message)
+        self.which = which
+
 
 @dataclass(frozen=True)
 class Level:
@@ -76,7 +81,7 @@ def plan_levels(content_size: tuple[int, int], style_size: tuple[int, int],
                        ("style", coarsest.style_height, coarsest.style_width)):
         if min(h, w) < smallest:
             raise ImageTooSmallError(
-                f"{what} image is too small: at the coarsest of {params.levels} pyramid levels it is "
+                what, f"{what} image is too small: at the coarsest of {params.levels} pyramid levels it is "
                 f"{w}x{h} px, but {params.patch_size}x{params.patch_size} patches on {params.local_layer} "
                 f"need at least {smallest} px per side (use a larger size or fewer levels)")
     return levels
