@@ -61,7 +61,7 @@ def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:
                      for field in SCHEMA}, schema=SCHEMA)
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
@@ -90,7 +90,7 @@ class ResultsWriter:
         if not self._buffer:
             return
         part = self.folder.child(f"run-{self.run_id}-part-{len(self._parts) + 1:06d}.parquet")
-        self.storage.write_bytes(part, _parquet_bytes(to_table(self._buffer)))
+        self.storage.write_bytes(part, parquet_bytes(to_table(self._buffer)))
         self._parts.append(part)
         self._buffer.clear()
 
@@ -101,7 +101,7 @@ class ResultsWriter:
             return None
         tables = [pq.read_table(io.BytesIO(self.storage.read_bytes(part))) for part in self._parts]
         merged = self.folder.child(f"run-{self.run_id}.parquet")
-        self.storage.write_bytes(merged, _parquet_bytes(pa.concat_tables(tables)))
+        self.storage.write_bytes(merged, parquet_bytes(pa.concat_tables(tables)))
         for part in self._parts:
             self.storage.delete(part)
         self._parts.clear()
