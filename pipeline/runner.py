@@ -219,13 +219,23 @@ class AttemptLedger:
 
 
 class LedgerClient:
-    """A picklable `count_attempt` callable for RowProcessor, backed by the run's AttemptLedger."""
+    """A picklable `count_attempt` callable for RowProcessor, backed by the run's AttemptLedger.
 
-    def __init__(self, ledger: Any) -> None:
-        self.ledger = ledger
+    It carries the ledger's name, not its handle: an actor handle among a worker's constructor
+    arguments would make Ray's restart of a dead worker depend on that argument staying alive.
+    """
+
+    def __init__(self, ledger_name: str) -> None:
+        self.ledger_name = ledger_name
+        self._ledger: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ledger_name": self.ledger_name, "_ledger": None}
 
     def __call__(self, row: int) -> int:
-        return ray.get(self.ledger.start.remote(row))
+        if self._ledger is None:
+            self._ledger = ray.get_actor(self.ledger_name)
+        return ray.get(self._ledger.start.remote(row))
 
 
 class WorkerPool:
@@ -251,12 +261,13 @@ class WorkerPool:
             threads = config.threads or max(1, cpus // count)
             options = {"num_cpus": threads}
             device = "cpu"
-        ledger = AttemptLedger.remote()
+        ledger_name = f"stylebatch-attempts-{new_run_id()}"
+        ledger = AttemptLedger.options(name=ledger_name).remote()
         # Ray restarts a dead worker and resends its unfinished jobs, whether they had started or
         # were only queued; the ledger bounds the retries of the row that was running.
         actor_class = ray.remote(RowProcessor).options(max_restarts=-1, max_task_retries=-1, **options)
         actors = [actor_class.remote(storage, config.weights, device, threads,
-                                     count_attempt=LedgerClient(ledger), max_attempts=config.retries + 1)
+                                     count_attempt=LedgerClient(ledger_name), max_attempts=config.retries + 1)
                   for _ in range(count)]
         on_status(f"starting {count} {device} worker(s) with {threads} thread(s) each")
         cls._wait_ready(actors)

@@ -4,6 +4,7 @@ a killed worker is replaced, an interrupted run resumes without redoing or corru
 from __future__ import annotations
 
 import io
+import os
 import signal
 import time
 from pathlib import Path
@@ -133,15 +134,18 @@ def test_a_worker_killed_mid_row_is_replaced_and_every_row_recorded_once(tmp_pat
     assert len(list(output.glob("*.png"))) == 4 - expect_failed
 
 
-def test_interrupted_run_keeps_finished_rows_and_the_rerun_skips_them(tmp_path, ray_address):
+def test_interrupted_run_keeps_finished_rows_and_the_rerun_skips_them(tmp_path):
+    """On the embedded default (a local Ray owned by the command), Ctrl-C in a terminal sends
+    SIGINT to the command and every Ray process it started: all must stop cleanly."""
     manifest = make_local_manifest(tmp_path, 5)
     output = tmp_path / "out"
-    command = ("submit", str(manifest), "--output", str(output), "--address", ray_address, *SLOW)
-    first = start_stylebatch(*command)
+    command = ("submit", str(manifest), "--output", str(output), *SLOW)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    first = start_stylebatch(*command, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(output.glob("*.png")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    first.send_signal(signal.SIGINT)  # what Ctrl-C does
+    os.killpg(first.pid, signal.SIGINT)
     stdout, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
     assert "interrupted" in stdout and "run the same command again to continue" in stdout
@@ -153,7 +157,7 @@ def test_interrupted_run_keeps_finished_rows_and_the_rerun_skips_them(tmp_path, 
         Image.open(image_path).load()  # every image at a final name is complete
     written = {str(path): path.stat().st_mtime_ns for path in output.glob("*.png")}
 
-    rerun = stylebatch(*command)
+    rerun = stylebatch(*command, env=env)
     assert rerun.returncode == 0, rerun.stderr
     table = local_results(output / "_results")
     second_run = table.filter(table["run_id"].to_numpy(zero_copy_only=False) != interrupted["run_id"][0].as_py())
