@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,8 +29,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class RayHead:
+    """A running test cluster: where to connect, and the folder holding its state and logs."""
+
+    address: str
+    temp_dir: Path
+
+
 @pytest.fixture(scope="module")
-def ray_address(s3_server) -> Iterator[str]:
+def ray_head(s3_server) -> Iterator[RayHead]:
     """A 2-CPU Ray head for this module, started after the S3 server so workers inherit AWS_*.
 
     Ports are chosen free (none of Ray's fixed defaults), state lives in a short temp dir, and
@@ -50,7 +59,7 @@ def ray_address(s3_server) -> Iterator[str]:
             patch.setenv("RAY_AUTH_MODE", "disabled")
             patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
             patch.delenv("RAY_ADDRESS", raising=False)
-            yield f"127.0.0.1:{port}"
+            yield RayHead(f"127.0.0.1:{port}", Path(temp_dir))
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

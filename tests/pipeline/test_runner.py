@@ -30,7 +30,7 @@ def s3_results(client, bucket: str, prefix: str):
     return tables
 
 
-def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server, s3_bucket, ray_address):
+def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server, s3_bucket, ray_head):
     client = s3_server.client()
     cat = upload(client, s3_bucket, "in/cat.png", (IMAGES / "content/cat_chelsea.png").read_bytes())
     zebra = upload(client, s3_bucket, "in/zebra.jpg", (IMAGES / "style/texture_zebra.jpg").read_bytes())
@@ -51,7 +51,7 @@ def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server
     upload(client, s3_bucket, "manifest.csv", manifest.encode())
 
     done = stylebatch("submit", f"s3://{s3_bucket}/manifest.csv", "--output", f"s3://{s3_bucket}/out",
-                      "--address", ray_address, *TINY)
+                      "--address", ray_head.address, *TINY)
     assert done.returncode == 1, done.stderr
     logs = done.stdout + done.stderr
     assert "invalid row 5, column alpha_local: 'abc' is not a number" in logs
@@ -82,8 +82,12 @@ def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server
         assert image.size == (32, 21)
 
     table_text = str(tables[0].to_pylist())
+    ray_logs = [path.read_text(errors="replace") for path in ray_head.temp_dir.rglob("*")
+                if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt")]
+    assert ray_logs, "the Ray cluster's logs must be there to be checked"
     for secret in (s3_server.access_key, s3_server.secret_key):
         assert secret not in logs and secret not in table_text
+        assert not any(secret in text for text in ray_logs), "a credential leaked into Ray's logs"
 
 
 def make_local_manifest(folder: Path, rows: int) -> Path:
@@ -115,11 +119,11 @@ def kill_a_busy_worker(timeout: float = 120) -> int:
 
 
 @pytest.mark.parametrize("retries, expect_failed", [(2, 0), (0, 1)])
-def test_a_worker_killed_mid_row_is_replaced_and_every_row_recorded_once(tmp_path, ray_address,
+def test_a_worker_killed_mid_row_is_replaced_and_every_row_recorded_once(tmp_path, ray_head,
                                                                          retries, expect_failed):
     manifest = make_local_manifest(tmp_path, 4)
     output = tmp_path / "out"
-    run = start_stylebatch("submit", str(manifest), "--output", str(output), "--address", ray_address,
+    run = start_stylebatch("submit", str(manifest), "--output", str(output), "--address", ray_head.address,
                            "--retries", str(retries), *SLOW)
     kill_a_busy_worker()
     stdout, stderr = run.communicate(timeout=300)
@@ -171,11 +175,11 @@ def test_interrupted_run_keeps_finished_rows_and_the_rerun_skips_them(tmp_path):
     assert len(list(output.glob("*.png"))) == 5
 
 
-def test_strict_runs_nothing_when_a_row_is_invalid(tmp_path, ray_address):
+def test_strict_runs_nothing_when_a_row_is_invalid(tmp_path, ray_head):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"content,style,alpha_global\n{IMAGES}/content/cat_chelsea.png,"
                         f"{IMAGES}/style/texture_zebra.jpg,\n,{IMAGES}/style/texture_zebra.jpg,oops\n")
-    done = stylebatch("submit", str(manifest), "--output", str(tmp_path / "out"), "--address", ray_address,
+    done = stylebatch("submit", str(manifest), "--output", str(tmp_path / "out"), "--address", ray_head.address,
                       "--strict", *TINY)
     assert done.returncode == 2
     assert "invalid row 2, column content: missing value" in done.stderr
