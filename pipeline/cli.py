@@ -98,7 +98,9 @@ def submit(
                        workers, threads, retries, force, strict, s3_endpoint)
     try:
         code = run_submit(config)
-    except (ValueError, RuntimeError, OSError, ConnectionError) as error:
+    except ValueError as error:  # the manifest or the options cannot be used as given
+        fail(_redacted(error), code=2)
+    except (RuntimeError, OSError, ConnectionError) as error:
         fail(_redacted(error))
     raise typer.Exit(code)
 

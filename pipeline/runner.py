@@ -18,16 +18,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError
 
 from pipeline.manifest import Job, RowError, RowValidator, check_columns, read_rows
 from pipeline.results import ResultsWriter, finished_outputs
-from pipeline.secrets import redact
+from pipeline.pool import WorkerPool, plan_workers
 from pipeline.storage import Location, Storage
-from pipeline.worker import STYLEBATCH_VERSION, RowProcessor, job_record, utc_now
+from pipeline.worker import STYLEBATCH_VERSION, job_record, utc_now
 from stylecore import FusionParams
-
-IN_FLIGHT_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,8 @@ def run(config: RunConfig, on_progress: ProgressHook | None = None,
 
     started_ray = _connect(config.address)
     try:
-        pool = WorkerPool.start(config, storage, on_status)
+        pool = WorkerPool(plan_workers(config.workers, config.threads), storage, config.weights, config.retries,
+                          summary.run_id, on_status)
         if on_progress:
             on_progress(summary, None)
         for item in jobs(config, storage):
@@ -201,116 +199,3 @@ def _skipped_record(job: Job, weights: str, previous_run: str | None) -> dict[st
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-@ray.remote(num_cpus=0)
-class AttemptLedger:
-    """How many times each row in flight has started on some worker."""
-
-    def __init__(self) -> None:
-        self.started: dict[int, int] = {}
-
-    def start(self, row: int) -> int:
-        self.started[row] = self.started.get(row, 0) + 1
-        return self.started[row]
-
-    def forget(self, row: int) -> None:
-        self.started.pop(row, None)
-
-
-class LedgerClient:
-    """A picklable `count_attempt` callable for RowProcessor, backed by the run's AttemptLedger.
-
-    It carries the ledger's name, not its handle: an actor handle among a worker's constructor
-    arguments would make Ray's restart of a dead worker depend on that argument staying alive.
-    """
-
-    def __init__(self, ledger_name: str) -> None:
-        self.ledger_name = ledger_name
-        self._ledger: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"ledger_name": self.ledger_name, "_ledger": None}
-
-    def __call__(self, row: int) -> int:
-        if self._ledger is None:
-            self._ledger = ray.get_actor(self.ledger_name)
-        return ray.get(self._ledger.start.remote(row))
-
-
-class WorkerPool:
-    """Worker actors, each fed at most IN_FLIGHT_PER_WORKER jobs at a time."""
-
-    def __init__(self, actors: list[Any], ledger: Any, weights: str) -> None:
-        self.actors, self.ledger, self.weights = actors, ledger, weights
-        self.load = {index: 0 for index in range(len(actors))}
-        self.pending: dict[Any, tuple[Job, int]] = {}
-
-    @classmethod
-    def start(cls, config: RunConfig, storage: Storage, on_status: Callable[[str], None]) -> WorkerPool:
-        """Create the actors (one per GPU, or CPU actors sharing the cores) and wait until one is ready."""
-        resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-        if gpus:
-            count = config.workers or gpus
-            threads = config.threads or max(1, min(8, cpus // count))
-            options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
-            device = "cuda"
-        else:
-            count = config.workers or max(1, cpus // (config.threads or min(cpus, 8)))
-            threads = config.threads or max(1, cpus // count)
-            options = {"num_cpus": threads}
-            device = "cpu"
-        ledger_name = f"stylebatch-attempts-{new_run_id()}"
-        ledger = AttemptLedger.options(name=ledger_name).remote()
-        # Ray restarts a dead worker and resends its unfinished jobs, whether they had started or
-        # were only queued; the ledger bounds the retries of the row that was running.
-        actor_class = ray.remote(RowProcessor).options(max_restarts=-1, max_task_retries=-1, **options)
-        actors = [actor_class.remote(storage, config.weights, device, threads,
-                                     count_attempt=LedgerClient(ledger_name), max_attempts=config.retries + 1)
-                  for _ in range(count)]
-        on_status(f"starting {count} {device} worker(s) with {threads} thread(s) each")
-        cls._wait_ready(actors)
-        return cls(actors, ledger, config.weights)
-
-    @staticmethod
-    def _wait_ready(actors: list[Any]) -> None:
-        """Block until a worker has loaded VGG-19; fail fast if every worker's start fails."""
-        waiting = [actor.describe.remote() for actor in actors]
-        errors = []
-        while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1)
-            try:
-                ray.get(ready[0])
-                return
-            except RayError as error:
-                errors.append(redact(str(error)))
-        raise RuntimeError(f"no worker could start: {errors[0]}")
-
-    def submit(self, job: Job) -> Iterator[dict[str, Any]]:
-        """Queue `job` on the least busy worker, first yielding results while all are full."""
-        while len(self.pending) >= IN_FLIGHT_PER_WORKER * len(self.actors):
-            yield self._next_result()
-        index = min(self.load, key=self.load.__getitem__)
-        self.pending[self.actors[index].process.remote(job)] = (job, index)
-        self.load[index] += 1
-
-    def drain(self) -> Iterator[dict[str, Any]]:
-        """Results of every job still in flight."""
-        while self.pending:
-            yield self._next_result()
-
-    def _next_result(self) -> dict[str, Any]:
-        (ref,), _ = ray.wait(list(self.pending), num_returns=1)
-        job, index = self.pending.pop(ref)
-        self.load[index] -= 1
-        self.ledger.forget.remote(job.row)
-        try:
-            return ray.get(ref)
-        except RayActorError as error:
-            message = f"the worker is gone and cannot be restarted: {redact(str(error).splitlines()[0])}"
-        except RayError as error:
-            message = f"Ray error: {redact(str(error).splitlines()[0])}"
-        now = utc_now()
-        return job_record(job, self.weights) | {"status": "failed", "error": message, "started_at": now,
-                                                "finished_at": now}
