@@ -185,3 +185,15 @@ def test_strict_runs_nothing_when_a_row_is_invalid(tmp_path, ray_head):
     assert "invalid row 2, column content: missing value" in done.stderr
     assert "nothing was run" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_more_workers_than_the_cluster_fits_still_finishes_and_too_many_threads_is_refused(tmp_path, ray_head):
+    manifest = make_local_manifest(tmp_path, 3)
+    crowded = stylebatch("submit", str(manifest), "--output", str(tmp_path / "out"), "--address", ray_head.address,
+                         "--workers", "3", "--threads", "1", *TINY)
+    assert crowded.returncode == 0, crowded.stderr
+    assert "3 ok, 0 skipped, 0 failed of 3 rows" in crowded.stdout
+    too_wide = stylebatch("submit", str(manifest), "--output", str(tmp_path / "out2"), "--address",
+                          ray_head.address, "--threads", "4", *TINY)
+    assert too_wide.returncode == 2
+    assert "--threads 4 is more than the 2 CPUs of the largest node" in too_wide.stderr
