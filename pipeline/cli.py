@@ -124,6 +124,59 @@ def status(
         fail(f"no results found in {results}")
 
 
+@app.command()
+def compare(
+    content: str = typer.Argument(..., help="Content image: a file or s3:// URI."),
+    style: str = typer.Argument(..., help="Style image: a file or s3:// URI."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the sheet (.png keeps the numbers "
+                                "as metadata)."),
+    size: int = typer.Option(256, min=1, help="Longest side of every result, pixels."),
+    levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
+    iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations per level."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="a2 of the fusion and local-only tiles "
+                                      "[default: the paper's 1e-4 scaled from 384 px to --size]."),
+    sweep: str = typer.Option("1e-1,1e-2,1e-3,1e-4,1e-5,1e-6", help="Comma-separated a2 values of the "
+                              "sweep row (a1 = a3 = 20); empty for none."),
+    match_every: int = typer.Option(1, min=1, help="Refresh local-loss matches every K evaluations "
+                                    "(1 = the paper's exact matching)."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
+    tile: int = typer.Option(None, min=8, help="Longest side of each tile on the sheet [default: min(size, 256)]."),
+    colors: int = typer.Option(0, min=0, max=256, help="Store a PNG sheet with this many colours (dithered; "
+                               "256 is about a third of the size); 0 = full colour."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Global only, local only and fusion side by side, and an a2 sweep, with distances on every tile."""
+    from pipeline.compare import compare_files
+    from pipeline.storage import StorageError
+
+    try:
+        sweep_values = _alphas(sweep, "--sweep")
+        base = FusionParams(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
+        compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
+                      tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint, force=force,
+                      colors=colors)
+    except (ValueError, RuntimeError, OSError, StorageError) as error:
+        fail(_redacted(error))
+
+
+def _alphas(text: str, option: str) -> list[float]:
+    """Comma-separated loss weights (numbers >= 0); ValueError naming the option and the bad value."""
+    values = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not value >= 0:
+            raise ValueError(f"{option}: {item!r} is not a number >= 0")
+        values.append(value)
+    return values
+
+
 def _redacted(error: Exception) -> str:
     from pipeline.secrets import redact
 
