@@ -125,6 +125,30 @@ def status(
 
 
 @app.command()
+def report(
+    results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write (replaced if it exists)."),
+    png: Path = typer.Option(None, "--png", help="Also write a contact sheet image (first 200 rows)."),
+    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    thumb: int = typer.Option(160, min=16, max=1024, help="Longest side of the result thumbnails, pixels."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+) -> None:
+    """One card per results row (inputs, result, parameters, losses, time, errors) in a self-contained page."""
+    from pipeline.report import write_report
+    from pipeline.storage import StorageError, parse_location
+
+    try:
+        counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
+                              thumb_size=thumb)
+    except (ValueError, RuntimeError, OSError, StorageError) as error:
+        fail(_redacted(error))
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    console.print(f"wrote [bold]{output}[/] ({summary})" + (f" and [bold]{png}[/]" if png else ""),
+                  highlight=False)
+
+
+@app.command()
 def compare(
     content: str = typer.Argument(..., help="Content image: a file or s3:// URI."),
     style: str = typer.Argument(..., help="Style image: a file or s3:// URI."),
