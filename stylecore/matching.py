@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import torch
 
 
@@ -38,3 +42,118 @@ def nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor,
                 best_index[start:start + len(block)] = torch.where(
                     better, index, best_index[start:start + len(block)])
     return best_index
+
+
+@dataclass(frozen=True)
+class ProjectedBank:
+    """A normalised style patch bank reduced to its dominant directions, for a cheap first pass.
+
+    `basis` (d, D) has orthonormal rows; `projected` (Ps, d) holds every bank row's
+    coordinates in it; `residual_bound` (0-d) is the largest norm of what a bank row
+    loses to the projection. For unit vectors q and b the projection error of their dot
+    product is at most |q_perp| * |b_perp|, which is what makes the search's answers
+    certifiable.
+    """
+
+    basis: torch.Tensor
+    projected: torch.Tensor
+    residual_bound: torch.Tensor
+
+
+class ApproximateMatch(NamedTuple):
+    """Result of `approximate_nearest_patches`, one entry per query (all (P,) tensors)."""
+
+    index: torch.Tensor  # bank row chosen: the best candidate by exact normalised cross-correlation
+    certified: torch.Tensor  # True where no bank row outside the candidates can score higher
+    error_bound: torch.Tensor  # upper bound of (best NCC over the whole bank - NCC of `index`); 0 where certified
+
+
+def principal_basis(normalized_bank: torch.Tensor, dim: int, seed: int = 0,
+                    oversampling: int = 16, power_iterations: int = 2) -> torch.Tensor:
+    """(dim, D) orthonormal rows spanning the dominant right-singular subspace of the (Ps, D) bank.
+
+    A randomised SVD (range finder with power iterations, Halko et al. 2011) with its own
+    seeded generator, so the basis is deterministic and costs O(Ps * D * dim) instead of
+    the O(Ps * D^2) of an exact eigendecomposition.
+    """
+    rows, width = normalized_bank.shape
+    sketch_width = min(dim + oversampling, rows, width)
+    generator = torch.Generator(device=normalized_bank.device).manual_seed(seed)
+    sketch = normalized_bank @ torch.randn(width, sketch_width, generator=generator,
+                                           device=normalized_bank.device, dtype=normalized_bank.dtype)
+    for _ in range(power_iterations):
+        sketch = normalized_bank @ (normalized_bank.t() @ torch.linalg.qr(sketch).Q)
+    range_basis = torch.linalg.qr(sketch).Q
+    right = torch.linalg.svd(range_basis.t() @ normalized_bank, full_matrices=False).Vh
+    return right[:dim].contiguous()
+
+
+@torch.no_grad()
+def project_bank(normalized_bank: torch.Tensor, dim: int, seed: int = 0) -> ProjectedBank:
+    """Reduce a (Ps, D) normalised bank to `dim` principal directions (once per pyramid level)."""
+    basis = principal_basis(normalized_bank, dim, seed)
+    projected = normalized_bank @ basis.t()
+    residual = (normalized_bank.square().sum(dim=1) - projected.square().sum(dim=1)).clamp_min(0).sqrt()
+    return ProjectedBank(basis, projected.contiguous(), residual.max())
+
+
+@torch.no_grad()
+def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank,
+                                candidates: int = 8, budget_bytes: int = 256 * 2**20,
+                                query_block: int = 256, bank_block: int = 2048) -> ApproximateMatch:
+    """Nearest bank row per query by normalised cross-correlation, searched in reduced dimension.
+
+    `queries` (P, D) are compared with the bank in `bank`'s d-dimensional basis; the
+    `candidates` best rows per query are then re-ranked exactly in D dimensions. The
+    result is certified exact where the best candidate's exact score beats every
+    possible score outside the candidates (the d-dimensional score of the worst candidate
+    plus the largest projection error); elsewhere `error_bound` bounds the loss in NCC.
+    Scores are taken in blocks of at most `query_block` x `bank_block` (small enough to
+    stay in cache on a CPU), shrunk further if the scores or the gathered candidates would
+    not fit in half of `budget_bytes` each: memory does not grow with the bank's size.
+    """
+    rows, width = normalized_bank.shape
+    count = min(candidates, rows)
+    query_block, bank_block = search_blocks(queries.shape[0], rows, width, count, queries.element_size(),
+                                            budget_bytes, query_block, bank_block)
+    slack = 8 * math.sqrt(width) * torch.finfo(queries.dtype).eps
+    index, certified, error_bound = [], [], []
+    for start in range(0, queries.shape[0], query_block):
+        block = normalize_patches(queries[start:start + query_block])
+        coordinates = block @ bank.basis.t()
+        residual = (block.square().sum(dim=1) - coordinates.square().sum(dim=1)).clamp_min(0).sqrt()
+        top_score, top_index = _top_candidates(coordinates, bank.projected, count, bank_block)
+        exact = torch.bmm(normalized_bank[top_index], block.unsqueeze(2)).squeeze(2)
+        best_score, best_position = exact.max(dim=1)
+        if count == rows:
+            outside = torch.full_like(best_score, -math.inf)
+        else:
+            outside = top_score.min(dim=1).values + residual * bank.residual_bound + slack
+        index.append(top_index.gather(1, best_position.unsqueeze(1)).squeeze(1))
+        certified.append(best_score >= outside)
+        error_bound.append((outside - best_score).clamp_min(0))
+    return ApproximateMatch(torch.cat(index), torch.cat(certified), torch.cat(error_bound))
+
+
+def search_blocks(queries: int, rows: int, width: int, count: int, element_size: int, budget_bytes: int,
+                  query_block: int = 256, bank_block: int = 2048) -> tuple[int, int]:
+    """(queries, bank rows) per block of the reduced search, so that its working memory,
+    `query_block` x `bank_block` scores plus `query_block` x (`count` gathered + 1 normalised)
+    rows of `width`, stays within `budget_bytes` however large the bank is (down to one
+    query per block)."""
+    half_budget = budget_bytes // (2 * element_size)
+    query_rows = max(1, min(queries, query_block, half_budget // ((count + 1) * width)))
+    bank_rows = max(count, min(rows, bank_block, half_budget // query_rows))
+    return query_rows, bank_rows
+
+
+def _top_candidates(coordinates: torch.Tensor, projected: torch.Tensor, count: int,
+                    bank_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices), each (Pb, count): the best bank rows by reduced-dimension dot product."""
+    best_score, best_index = (coordinates @ projected[:bank_block].t()).topk(count, dim=1)
+    for bank_start in range(bank_block, projected.shape[0], bank_block):
+        scores = coordinates @ projected[bank_start:bank_start + bank_block].t()
+        score, index = scores.topk(min(count, scores.shape[1]), dim=1)
+        best_score, position = torch.cat([best_score, score], dim=1).topk(count, dim=1)
+        best_index = torch.cat([best_index, index + bank_start], dim=1).gather(1, position)
+    return best_score, best_index

@@ -1,0 +1,150 @@
+"""The fast local-loss matching: reduced-dimension search with exact re-ranking, its
+certificates and error bounds, memory-bounded blocks, and the match-reuse schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylecore import FusionParams
+from stylecore.losses import MRFTarget, extract_patches, mrf_loss
+from stylecore.matching import (approximate_nearest_patches, nearest_patches, normalize_patches,
+                                principal_basis, project_bank, search_blocks)
+from stylecore.modules import LocalStyleLoss
+from stylecore.objective import FusionObjective
+from tests.demo_images import demo_image
+
+
+def naive_scores(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(P, Ps) normalised cross-correlations, written out from the definition."""
+    return (queries @ bank.t()) / queries.norm(dim=1, keepdim=True) / bank.norm(dim=1)
+
+
+def low_rank_rows(rows: int, width: int, rank: int, noise: float, seed: int) -> torch.Tensor:
+    """(rows, width) vectors near a random `rank`-dimensional subspace, like VGG patches."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(rank, width, generator=generator)
+    return torch.randn(rows, rank, generator=generator) @ mixing + noise * torch.randn(rows, width, generator=generator)
+
+
+def test_principal_basis_is_orthonormal_deterministic_and_spans_a_low_rank_bank():
+    bank = normalize_patches(low_rank_rows(300, 40, rank=6, noise=0.0, seed=0))
+    basis = principal_basis(bank, 6)
+    assert torch.allclose(basis @ basis.t(), torch.eye(6), atol=1e-5)
+    assert torch.equal(basis, principal_basis(bank, 6))
+    assert torch.allclose(bank @ basis.t() @ basis, bank, atol=1e-4), "6 directions must span a rank-6 bank"
+
+
+def test_reranking_returns_the_exact_nearest_whenever_it_is_among_the_candidates():
+    queries, bank = torch.randn(400, 36), normalize_patches(torch.randn(300, 36))
+    projected = project_bank(bank, 8)
+    found = approximate_nearest_patches(queries, bank, projected, candidates=4)
+    exact = naive_scores(queries, bank).argmax(dim=1)
+    reduced_scores = normalize_patches(queries) @ projected.basis.t() @ projected.projected.t()
+    in_candidates = (reduced_scores.topk(4, dim=1).indices == exact.unsqueeze(1)).any(dim=1)
+    assert 0 < in_candidates.sum() < len(queries), "the test needs both kinds of query"
+    assert torch.equal(found.index[in_candidates], exact[in_candidates])
+
+
+def test_certified_answers_are_exact_and_the_error_bound_holds_everywhere():
+    bank = normalize_patches(low_rank_rows(500, 48, rank=10, noise=0.05, seed=1))
+    queries = low_rank_rows(600, 48, rank=10, noise=0.05, seed=2)
+    projected = project_bank(bank, 10)
+    found = approximate_nearest_patches(queries, bank, projected, candidates=6)
+    scores = naive_scores(queries, bank)
+    best = scores.max(dim=1).values
+    found_score = scores.gather(1, found.index.unsqueeze(1)).squeeze(1)
+    assert 0 < found.certified.sum() < len(queries), "the test needs certified and uncertified queries"
+    assert torch.equal(found.index[found.certified], scores.argmax(dim=1)[found.certified])
+    assert torch.all(found.error_bound[found.certified] == 0)
+    assert torch.all(best - found_score <= found.error_bound + 1e-6)
+
+
+def test_full_dimension_or_a_bank_within_the_candidates_is_exact_and_certified():
+    queries, bank = torch.randn(50, 20), normalize_patches(torch.randn(70, 20))
+    exact = naive_scores(queries, bank).argmax(dim=1)
+    whole = approximate_nearest_patches(queries, bank, project_bank(bank, 20), candidates=3)
+    few_rows = approximate_nearest_patches(queries, bank[:5], project_bank(bank[:5], 2), candidates=8)
+    assert torch.equal(whole.index, exact) and whole.certified.all()
+    assert torch.equal(few_rows.index, naive_scores(queries, bank[:5]).argmax(dim=1)) and few_rows.certified.all()
+
+
+@pytest.mark.parametrize("budget_bytes", [1, 3000, 40_000])
+def test_small_memory_budgets_give_the_same_indices_as_one_unchunked_block(budget_bytes):
+    queries, bank = torch.randn(90, 27), normalize_patches(torch.randn(130, 27))
+    projected = project_bank(bank, 6)
+    unchunked = approximate_nearest_patches(queries, bank, projected, 5, 2**30, query_block=90, bank_block=130)
+    chunked = approximate_nearest_patches(queries, bank, projected, 5, budget_bytes)
+    assert torch.equal(chunked.index, unchunked.index)
+    assert torch.equal(chunked.certified, unchunked.certified)
+    assert torch.equal(nearest_patches(queries, bank, budget_bytes), naive_scores(queries, bank).argmax(dim=1))
+
+
+@pytest.mark.parametrize("rows", [10**4, 10**6, 10**8])
+@pytest.mark.parametrize("budget", [8 * 2**20, 256 * 2**20])
+def test_search_blocks_fit_the_budget_whatever_the_bank_size(rows, budget):
+    width, count = 2304, 8
+    query_rows, bank_rows = search_blocks(10**5, rows, width, count, 4, budget)
+    working_bytes = 4 * (query_rows * bank_rows + query_rows * (count + 1) * width)
+    assert working_bytes <= budget
+    assert search_blocks(10**5, rows, width, count, 4, budget) == search_blocks(10**5, 10**4, width, count, 4, budget)
+
+
+def feature_maps(seed: int, count: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 4, 9, 9, generator=generator) for _ in range(count)]
+
+
+def frozen_match_loss(loss: LocalStyleLoss, matched_on: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The local loss of `features` against the exact matches of `matched_on`."""
+    matched = loss.bank[nearest_patches(extract_patches(matched_on, 3), loss.normalized_bank)]
+    return MRFTarget(matched, 9, 9, 3, 1).loss(features)
+
+
+def test_matches_are_reused_for_match_every_evaluations_then_refreshed():
+    style, first, second, third, fourth = feature_maps(3, 5)
+    loss = LocalStyleLoss(style, match_every=3, search_dim=0)
+    values = [loss(features) for features in (first, second, third, fourth)]
+    assert torch.allclose(values[1], frozen_match_loss(loss, first, second))
+    assert torch.allclose(values[2], frozen_match_loss(loss, first, third))
+    assert not torch.allclose(values[2], mrf_loss(third, loss.bank)), "reuse must differ from a fresh search"
+    assert torch.allclose(values[3], mrf_loss(fourth, loss.bank)), "the 4th evaluation must search again"
+
+
+def test_refresh_forces_an_exact_search_even_where_the_reduced_search_errs():
+    style, *others = feature_maps(4, 9)
+    loss = LocalStyleLoss(style, match_every=2, search_dim=2, search_candidates=1)
+    approximate = [loss(features, refresh=False) for features in others[:-1] for _ in range(2)]
+    assert loss.last_search is not None and not loss.last_search.certified.all()
+    assert not all(torch.allclose(value, mrf_loss(f, loss.bank)) for value, f in zip(approximate[::2], others))
+    assert torch.allclose(loss(others[-1], refresh=True), mrf_loss(others[-1], loss.bank))
+
+
+def test_match_every_one_is_the_exact_mode_without_a_reduced_bank():
+    style, features = feature_maps(5, 2)
+    loss = LocalStyleLoss(style, match_every=1, search_dim=2)
+    assert loss.projected_bank is None
+    assert torch.allclose(loss(features), mrf_loss(features, loss.bank))
+
+
+def test_each_level_ends_on_an_exact_refresh(stylizer, monkeypatch):
+    """With match_every K the last K evaluations of a level use exact matches, and the
+    result's losses are evaluated with exact matching."""
+    exact_flags: list[bool] = []
+    original = FusionObjective.terms
+
+    def recording(self: FusionObjective, image: torch.Tensor, exact: bool = False) -> dict[str, torch.Tensor]:
+        exact_flags.append(exact)
+        return original(self, image, exact)
+
+    monkeypatch.setattr(FusionObjective, "terms", recording)
+    content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
+    stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8))
+    level = [False, False, True, False, False, False]
+    assert exact_flags == level + level + [True]
+
+
+@pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0)])
+def test_impossible_search_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        FusionParams(**{field: value})
