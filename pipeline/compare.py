@@ -165,8 +165,8 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
     inputs = comparison.input_tiles(base, like=method_tiles[-1].image)
     unique = len({tile.params for tile in tiles})
     text = SheetText(
-        title=f"{content_name} + {style_name}: global vs local vs fusion (paper Figs. 1, 2) "
-              f"and the a2 sweep (Fig. 8)",
+        title=f"{content_name} + {style_name}: global vs local vs fusion (paper Figs. 1, 2)"
+              + (" and the a2 sweep (Fig. 8)" if sweep else ""),
         row_headings=("inputs, then each loss alone and the fusion", f"a2 sweep, a1 = a3 = {base.alpha_global:g}"),
         legend=legend(base, method_tiles[-1].image, alpha_local, fusion_alpha_local is None,
                       f"{weights} VGG-19 on {stylizer.device}", unique, time.perf_counter() - started))

@@ -71,7 +71,8 @@ def render(top: list[Tile], sweep: list[Tile], text: SheetText, tile_width: int,
     column_width = max(tile_width, widest + 4, *(text_width(line, CAPTION_SIZE) + 4 for line in text.legend))
     image_width, image_height = _box(*top[-1].image.shape[-2:], tile_width)
     caption_height = 5 * line_height(CAPTION_SIZE)
-    row_height = line_height(LABEL_SIZE) + image_height + 4 + caption_height
+    row_height = line_height(LABEL_SIZE) + max(image_height + 4 + caption_height,
+                                               len(text.legend) * line_height(CAPTION_SIZE))
     rows = [top, sweep] if sweep else [top]
     sheet_width = 2 * MARGIN + columns * column_width + (columns - 1) * GAP
     title_height = line_height(TITLE_SIZE) + GAP

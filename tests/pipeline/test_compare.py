@@ -106,3 +106,15 @@ def test_compare_refuses_bad_requests_before_any_synthesis(tmp_path):
         done = stylebatch("compare", *args, "--size", "32", "--levels", "1", "--iters", "1")
         assert done.returncode == 1 and message in " ".join(done.stderr.split()), (args, done.stderr)
     assert existing.read_bytes() == b"keep me" and sorted(tmp_path.iterdir()) == [existing]
+
+
+def test_an_empty_sweep_gives_the_methods_row_alone(tmp_path):
+    output = tmp_path / "methods.png"
+    done = stylebatch("compare", str(CAT), str(ZEBRA), "-o", str(output), "--size", str(SIZE), "--levels", "1",
+                      "--iters", "1", "--sweep", "", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    metadata = json.loads(Image.open(output).text["stylebatch"])
+    assert [tile["label"] for tile in metadata["tiles"]] == METHODS
+    assert "sweep" not in metadata["title"]
+    lowest_tile_edge = max(tile["box"][1] + tile["box"][3] for tile in metadata["tiles"])
+    assert Image.open(output).height < lowest_tile_edge + 150, "no empty sweep row below the methods"
