@@ -34,7 +34,10 @@ SCHEMA = pa.schema([
     ("iters", pa.int64()),
     ("seed", pa.int64()),
     ("match_every", pa.int64()),
+    ("search_dim", pa.int64()),
+    ("search_candidates", pa.int64()),
     ("weights", pa.string()),
+    ("params", pa.string()),  # every synthesis parameter as JSON, defaults included
     ("status", pa.string()),  # ok / skipped / failed
     ("error", pa.string()),
     ("loss_global", pa.float64()),

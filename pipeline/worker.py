@@ -7,6 +7,7 @@ memory) become a failed record with a clear message; they never kill the worker.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from PIL import Image
 
 from pipeline.imagefiles import encode_image
 from pipeline.manifest import Job
+from pipeline.naming import params_fingerprint
 from pipeline.secrets import redact
 from pipeline.storage import Location, Storage, StorageError
 from stylecore import DEFAULT_MAX_PIXELS, ImageError, ImageTooSmallError, Stylizer, load_image
@@ -35,7 +37,9 @@ def job_record(job: Job, weights: str) -> dict[str, Any]:
         "alpha_global": params.alpha_global, "alpha_local": params.alpha_local,
         "alpha_content": params.alpha_content, "tv_weight": params.tv_weight, "size": params.size,
         "levels": params.levels, "iters": params.iterations, "seed": params.seed,
-        "match_every": params.match_every, "weights": weights, "stylebatch_version": STYLEBATCH_VERSION,
+        "match_every": params.match_every, "search_dim": params.search_dim,
+        "search_candidates": params.search_candidates, "weights": weights,
+        "params": json.dumps(params_fingerprint(params), sort_keys=True), "stylebatch_version": STYLEBATCH_VERSION,
     }
 
 

@@ -3,10 +3,13 @@ with a message naming the file, and a row that killed its worker too often is no
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from PIL import Image
 
 from pipeline.manifest import Job
+from pipeline.naming import params_fingerprint
 from pipeline.storage import Storage, parse_location
 from pipeline.worker import RowProcessor
 from stylecore import FusionParams
@@ -35,6 +38,7 @@ def test_a_good_row_writes_its_image_and_a_full_record(processor, tmp_path):
     assert result["evaluations"] == 3 and result["iters"] == 3 and result["device"] == "cpu"
     assert min(result["load_seconds"], result["synthesis_seconds"], result["write_seconds"]) >= 0
     assert result["started_at"] <= result["finished_at"] and result["stylebatch_version"]
+    assert json.loads(result["params"]) == json.loads(json.dumps(params_fingerprint(TINY)))
 
 
 def test_a_corrupt_content_image_fails_the_row_naming_the_file(processor, tmp_path):
