@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from PIL import Image
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from pipeline.compare_sheet import SheetText, render
 from pipeline.console import console, out
@@ -173,7 +172,7 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
     sheet, metadata = render([*inputs, *method_tiles], sweep_tiles, text, tile_width or min(base.size, 256),
                              {"content": content_name, "style": style_name})
     write_atomically(output, encode_sheet(sheet, output.name, metadata, colors))
-    out.print(distance_table(metadata["tiles"]))
+    out.print(distance_table(metadata["tiles"]), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote [bold]{output}[/] ({sheet.width}x{sheet.height}) with {unique} syntheses in "
                   f"{time.perf_counter() - started:.0f} s on {stylizer.device}", highlight=False)
     return metadata["tiles"]
@@ -192,13 +191,14 @@ def legend(base: FusionParams, result: torch.Tensor, alpha_local: float, scaled:
             "distances: lower = closer"]
 
 
-def distance_table(records: list[dict[str, Any]]) -> Table:
-    """The tiles' alphas and distances as a terminal table (stdout)."""
-    table = Table("tile", "a1", "a2", "a3", "Gram", "MRF", "content", "seconds")
-    table.columns[0].no_wrap = True
+def distance_table(records: list[dict[str, Any]]) -> str:
+    """The tiles' alphas and distances as a Markdown table: whole numbers at any terminal width, and
+    ready to paste into documentation."""
+    lines = ["| tile | a1 | a2 | a3 | Gram | MRF | content | seconds |", "|---|---|---|---|---|---|---|---|"]
     for record in records:
         alphas = [("" if record[name] is None else f"{record[name]:g}")
                   for name in ("alpha_global", "alpha_local", "alpha_content")]
-        table.add_row(record["label"], *alphas, f"{record['gram']:.4g}", f"{record['mrf']:.4g}",
-                      f"{record['content']:.4g}", f"{record['seconds']:.1f}")
-    return table
+        cells = [record["label"], *alphas, f"{record['gram']:.4g}", f"{record['mrf']:.4g}",
+                 f"{record['content']:.4g}", f"{record['seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
