@@ -44,6 +44,7 @@ figcaption{font-size:11px;color:#555;overflow-wrap:anywhere}
 dl{display:grid;grid-template-columns:repeat(4,auto 1fr);gap:0 6px;margin:4px 0;font-size:12px}
 dt{color:#777}dd{margin:0;font-variant-numeric:tabular-nums}
 .timing{font-size:12px;color:#555;margin:4px 0}
+details{font-size:12px;color:#555}details pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:2px 0}
 pre.error{white-space:pre-wrap;overflow-wrap:anywhere;background:#fdeaea;color:#811;padding:6px;
  margin:4px 0 0;font-size:12px}
 """
@@ -133,13 +134,14 @@ data-content="$content_name" data-run="$run" data-row="$row" data-loss="$loss" d
 <div class="thumbs">$content_figure$style_figure$result_figure</div>
 <dl>$parameters</dl>
 <dl>$losses</dl>
-<p class="timing">$timing</p>$error
+<p class="timing">$timing</p>$all_parameters$error
 </article>
 """)
 
 _PARAMETERS = (("a1", "alpha_global"), ("a2", "alpha_local"), ("a3", "alpha_content"), ("tv", "tv_weight"),
                ("size", "size"), ("levels", "levels"), ("iters", "iters"), ("seed", "seed"),
-               ("match", "match_every"), ("weights", "weights"))
+               ("match", "match_every"), ("search", "search_dim"), ("rerank", "search_candidates"),
+               ("weights", "weights"))
 _LOSSES = (("global", "loss_global"), ("local", "loss_local"), ("content", "loss_content"),
            ("total", "loss_total"))
 
@@ -180,6 +182,8 @@ def card(row: Mapping[str, Any], content: Thumbnail, style: Thumbnail, result: T
         result_figure=figure("result", row.get("output"), result),
         parameters=_definitions(row, _PARAMETERS, "{:g}"), losses=_definitions(row, _LOSSES, "{:.4g}"),
         timing=escape(timing(row)),
+        all_parameters=(f"\n<details><summary>all parameters</summary><pre>{escape(row['params'])}</pre></details>"
+                        if row.get("params") else ""),
         error=f'\n<pre class="error">{escape(error)}</pre>' if error else "")
 
 

@@ -193,11 +193,12 @@ def test_names_and_errors_from_the_table_are_text_never_markup(local_runs, brows
 
 
 def test_every_string_column_is_escaped(browser, tmp_path):
-    """A results table with markup in every string column (run id, paths, weights, host, error)."""
+    """A results table with markup in every string column (run id, paths, weights, host, params, error)."""
     results = parse_location(str(tmp_path / "results"))
     writer = ResultsWriter(Storage(), results, run_id="<img src=x onerror=document.title='pwned'>")
     common = {"content": f"/nowhere/{HOSTILE}", "style": f"/nowhere/<b id=pwned>{HOSTILE}",
-              "weights": "<b id=pwned>", "worker_host": "<b id=pwned>", "device": "<i id=pwned2>"}
+              "weights": "<b id=pwned>", "worker_host": "<b id=pwned>", "device": "<i id=pwned2>",
+              "params": '{"layers": "</pre></details><b id=pwned>"}'}
     writer.add({**common, "row": 1, "status": "failed", "error": f"</pre><b id=pwned>{HOSTILE}"})
     writer.add({**common, "row": 2, "status": "<b id=pwned>ok", "output": f"/nowhere/{HOSTILE_OUTPUT}",
                 "loss_total": 1.5, "synthesis_seconds": 2.0})
