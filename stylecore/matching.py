@@ -119,7 +119,7 @@ def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Te
     slack = 8 * math.sqrt(width) * torch.finfo(queries.dtype).eps
     index, certified, error_bound = [], [], []
     for start in range(0, queries.shape[0], query_block):
-        block = normalize_patches(queries[start:start + query_block])
+        block = normalize_patches(queries[start:start + query_block].contiguous())
         coordinates = block @ bank.basis.t()
         residual = (block.square().sum(dim=1) - coordinates.square().sum(dim=1)).clamp_min(0).sqrt()
         top_score, top_index = _top_candidates(coordinates, bank.projected, count, bank_block)

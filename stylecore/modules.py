@@ -25,26 +25,27 @@ class LocalStyleLoss(nn.Module):
     """The MRF loss against a fixed bank of style patches (built once per level).
 
     Matching is the expensive part, so matches are reused for `match_every` evaluations.
-    With `match_every` = 1 (the paper's exact mode) every evaluation searches the whole
-    bank exactly. With larger values the scheduled refreshes use the reduced-dimension
-    search (`search_dim` principal directions, `search_candidates` re-ranked exactly),
-    and `forward(..., refresh=True)` forces an exact search (end of a level, final loss).
+    With `match_every` = 1 (the paper's exact mode), or a bank of fewer than
+    `reuse_min_patches` rows, every evaluation searches the whole bank exactly. Otherwise
+    the scheduled refreshes use the reduced-dimension search (`search_dim` principal
+    directions, `search_candidates` re-ranked exactly), and `forward(..., refresh=True)`
+    forces an exact search (end of a level, final loss).
     """
 
     def __init__(self, style_features: torch.Tensor, size: int = 3, stride: int = 1,
                  match_every: int = 1, budget_bytes: int = 256 * 2**20,
-                 search_dim: int = 0, search_candidates: int = 8) -> None:
+                 search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0) -> None:
         """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
 
         `search_dim` = 0, or at least the patch length C*size*size, always searches exactly.
         """
         super().__init__()
         self.size, self.stride = size, stride
-        self.match_every, self.budget_bytes = match_every, budget_bytes
-        self.search_candidates = search_candidates
         self.bank = extract_patches(style_features.detach(), size, stride).contiguous()
         self.normalized_bank = normalize_patches(self.bank)
-        reduced = match_every > 1 and 0 < search_dim < self.bank.shape[1]
+        self.match_every = match_every if self.bank.shape[0] >= reuse_min_patches else 1
+        self.budget_bytes, self.search_candidates = budget_bytes, search_candidates
+        reduced = self.match_every > 1 and 0 < search_dim < self.bank.shape[1]
         self.projected_bank = project_bank(self.normalized_bank, search_dim) if reduced else None
         self.last_search: ApproximateMatch | None = None
         self._target: MRFTarget | None = None

@@ -29,7 +29,7 @@ class FusionObjective:
         self.global_loss = GlobalStyleLoss({layer: style_features[layer] for layer in params.global_layers})
         self.local_loss = LocalStyleLoss(style_features[params.local_layer], params.patch_size,
                                          params.patch_stride, params.match_every, params.search_budget_bytes,
-                                         params.search_dim, params.search_candidates)
+                                         params.search_dim, params.search_candidates, params.reuse_min_patches)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod

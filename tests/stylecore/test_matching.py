@@ -127,6 +127,16 @@ def test_match_every_one_is_the_exact_mode_without_a_reduced_bank():
     assert torch.allclose(loss(features), mrf_loss(features, loss.bank))
 
 
+def test_banks_below_the_reuse_threshold_match_exactly_at_every_evaluation():
+    style, first, second = feature_maps(6, 3)
+    small = LocalStyleLoss(style, match_every=10, search_dim=2, reuse_min_patches=50)  # 49 patches
+    large = LocalStyleLoss(style, match_every=10, search_dim=2, reuse_min_patches=49)
+    assert (small.match_every, small.projected_bank) == (1, None)
+    assert large.match_every == 10 and large.projected_bank is not None
+    small(first)
+    assert torch.allclose(small(second), mrf_loss(second, small.bank))
+
+
 def test_each_level_ends_on_an_exact_refresh(stylizer, monkeypatch):
     """With match_every K the last K evaluations of a level use exact matches, and the
     result's losses are evaluated with exact matching."""
@@ -139,12 +149,13 @@ def test_each_level_ends_on_an_exact_refresh(stylizer, monkeypatch):
 
     monkeypatch.setattr(FusionObjective, "terms", recording)
     content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
-    stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8))
+    stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8,
+                                          reuse_min_patches=0))
     level = [False, False, True, False, False, False]
     assert exact_flags == level + level + [True]
 
 
-@pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0)])
+@pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0), ("reuse_min_patches", -1)])
 def test_impossible_search_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         FusionParams(**{field: value})
