@@ -119,7 +119,20 @@ class RowValidator:
         try:
             return self._validate(row, cells)
         except _CellError as error:
-            return RowError(row, error.column, error.reason, cells)
+            return RowError(row, error.column, error.reason, self._resolved(cells))
+
+    def _resolved(self, cells: dict[str, Any]) -> dict[str, Any]:
+        """The cells with every path that can be resolved made absolute, for the results table."""
+        resolved = dict(cells)
+        for column, resolve in (("content", lambda text: parse_location(text, base=self.base)),
+                                ("style", lambda text: parse_location(text, base=self.base)),
+                                ("output", self.output_prefix.child)):
+            if cells.get(column) is not None:
+                try:
+                    resolved[column] = str(resolve(str(cells[column])))
+                except ValueError:
+                    pass
+        return resolved
 
     def _validate(self, row: int, cells: dict[str, Any]) -> Job:
         content = self._location(cells, "content")

@@ -115,3 +115,11 @@ def test_derived_names_are_stable_and_change_with_inputs_and_parameters():
     assert name not in others and len(others) == 3
     assert derived_output_name(content, style, FusionParams(search_budget_bytes=1024), "caffe") == name, \
         "the search's memory budget does not change the result, so not the name either"
+
+
+def test_invalid_rows_keep_their_paths_resolved_where_possible(tmp_path):
+    error = validator(tmp_path)(3, {"content": "in/a.png", "style": "ftp://x/b.png", "output": "o.png"})
+    assert isinstance(error, RowError) and error.column == "style"
+    assert error.cells["content"] == str(tmp_path / "in" / "a.png")
+    assert error.cells["style"] == "ftp://x/b.png", "what cannot be resolved is kept as written"
+    assert error.cells["output"] == str(tmp_path / "out" / "o.png")
