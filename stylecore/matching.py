@@ -100,7 +100,7 @@ def project_bank(normalized_bank: torch.Tensor, dim: int, seed: int = 0) -> Proj
 @torch.no_grad()
 def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank,
                                 candidates: int = 8, budget_bytes: int = 256 * 2**20,
-                                query_block: int = 256, bank_block: int = 2048) -> ApproximateMatch:
+                                query_block: int = 256, bank_block: int = 4096) -> ApproximateMatch:
     """Nearest bank row per query by normalised cross-correlation, searched in reduced dimension.
 
     `queries` (P, D) are compared with the bank in `bank`'s d-dimensional basis; the
@@ -136,7 +136,7 @@ def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Te
 
 
 def search_blocks(queries: int, rows: int, width: int, count: int, element_size: int, budget_bytes: int,
-                  query_block: int = 256, bank_block: int = 2048) -> tuple[int, int]:
+                  query_block: int = 256, bank_block: int = 4096) -> tuple[int, int]:
     """(queries, bank rows) per block of the reduced search, so that its working memory,
     `query_block` x `bank_block` scores plus `query_block` x (`count` gathered + 1 normalised)
     rows of `width`, stays within `budget_bytes` however large the bank is (down to one
