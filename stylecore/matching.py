@@ -33,6 +33,7 @@ def nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor,
         for bank_start in range(0, normalized_bank.shape[0], bank_block):
             scores = block @ normalized_bank[bank_start:bank_start + bank_block].t()
             score, index = scores.max(dim=1)
+            del scores  # else the next block's scores are allocated beside it: twice the budget
             index += bank_start
             if best_score is None:
                 best_score, best_index[start:start + len(block)] = score, index
