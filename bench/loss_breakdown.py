@@ -1,0 +1,152 @@
+"""Where the time of one loss evaluation goes, for exact and for the default (fast) matching.
+
+For 256/256 and 512/512 (synthesis/style long side) one evaluation is split into VGG
+forward, Gram losses, nearest-patch search, MRF + content losses (matched-patch target
+included) and backward, next to VGG forward+backward alone (the floor) measured in the
+same run, with peak memory. The default matching reuses matches for `match_every`
+evaluations, so it has three rows: an evaluation that refreshes with the reduced search,
+one that reuses, and the average over a whole level of the schedule (reduced refreshes,
+the exact end-of-level refresh and the level's principal-basis setup included).
+
+    .venv/bin/python bench/loss_breakdown.py [--sizes 256 512] [--repeats 3] [--iterations 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
+                          print_table, reset_peak_memory, synchronize, timed, vgg_floor)
+from stylecore import Stylizer
+from stylecore.losses import MRFTarget
+from stylecore.matching import project_bank
+from stylecore.objective import FusionObjective
+
+STAGES = ("forward", "gram", "search", "mrf+content", "backward")
+
+
+def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: str,
+                   target: MRFTarget | None = None) -> tuple[dict[str, float], MRFTarget]:
+    """Seconds per stage of one evaluation, and the matched-patch target it used.
+
+    `search` is 'exact' or 'reduced' (match now), or 'none' (reuse `target`).
+    """
+    params, local = objective.params, objective.local_loss
+    device = image.device
+    pixels = image.detach().clone().requires_grad_(True)
+    seconds = {"search": 0.0}
+    clock = [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        synchronize(device)
+        now = time.perf_counter()
+        seconds[stage] = now - clock[0]
+        clock[0] = now
+
+    features = objective.extractor(pixels, objective.layers)
+    lap("forward")
+    total = params.alpha_global * objective.global_loss(features)
+    lap("gram")
+    local_features = features[params.local_layer]
+    if search != "none" or target is None:
+        index = local.match(local_features, exact=search == "exact")
+        lap("search")
+        height, width = local_features.shape[-2:]
+        target = MRFTarget(local.bank[index], height, width, local.size, local.stride)
+    total = total + params.alpha_local * target.loss(local_features)
+    total = total + params.alpha_content * objective.content_loss(features[params.content_layer])
+    lap("mrf+content")
+    total.backward()
+    lap("backward")
+    return seconds, target
+
+
+def refresh_schedule(match_every: int, iterations: int) -> list[str]:
+    """Search kind of each evaluation of one level ('exact', 'reduced', 'none'), as Stylizer runs it."""
+    if match_every == 1:
+        return ["exact"] * iterations
+    exact_at = max(0, iterations - match_every)
+    kinds, age = [], match_every
+    for evaluation in range(iterations):
+        if evaluation == exact_at:
+            kinds.append("exact")
+            age = 0
+        elif age >= match_every:
+            kinds.append("reduced")
+            age = 0
+        else:
+            kinds.append("none")
+        age += 1
+    return kinds
+
+
+def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> list[list[str]]:
+    """Table rows for one size: median stage times over `repeats` interleaved rounds."""
+    content = network_input(stylizer, CONTENT, size)
+    style = network_input(stylizer, STYLE, size)
+    image = content + 8 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0)).to(content.device)
+    default = DEFAULT.with_overrides(iterations=iterations)
+    exact_objective = FusionObjective(stylizer.extractor, content, style, EXACT)
+    default_objective = FusionObjective(stylizer.extractor, content, style, default)
+    basis_seconds = timed(lambda: project_bank(default_objective.local_loss.normalized_bank, default.search_dim),
+                          stylizer.device)
+    cases = {"exact, every evaluation": (exact_objective, "exact"),
+             "default, refresh (reduced search)": (default_objective, "reduced"),
+             "default, reuse": (default_objective, "none")}
+    times: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    peaks: dict[str, int] = {name: 0 for name in cases}
+    floors: list[float] = []
+    exact_on_default: list[float] = []
+    for _ in range(repeats + 1):  # the first round warms up and is discarded
+        target = None
+        for name, (objective, search) in cases.items():
+            reset_peak_memory(stylizer.device)
+            seconds, target = one_evaluation(objective, image, search, target)
+            times[name].append(seconds)
+            peaks[name] = max(peaks[name], peak_memory_bytes(stylizer.device))
+        exact_on_default.append(one_evaluation(default_objective, image, "exact")[0]["search"])
+        floors.append(vgg_floor(stylizer, image, exact_objective.layers))
+    floor = statistics.median(floors[1:])
+    medians = {name: {stage: statistics.median(run[stage] for run in runs[1:]) for stage in STAGES}
+               for name, runs in times.items()}
+    schedule = refresh_schedule(default_objective.local_loss.match_every, iterations)
+    search_cost = {"exact": statistics.median(exact_on_default[1:]),
+                   "reduced": medians["default, refresh (reduced search)"]["search"], "none": 0.0}
+    target_cost = medians["default, refresh (reduced search)"]["mrf+content"] - medians["default, reuse"]["mrf+content"]
+    level = dict(medians["default, reuse"])
+    level["search"] = (sum(search_cost[kind] for kind in schedule) + basis_seconds) / len(schedule)
+    level["mrf+content"] += target_cost * sum(kind != "none" for kind in schedule) / len(schedule)
+    medians[f"default, level average ({schedule.count('reduced')} reduced + {schedule.count('exact')} exact "
+            f"refreshes / {len(schedule)})"] = level
+    peaks[list(medians)[-1]] = max(peaks["default, refresh (reduced search)"], peaks["default, reuse"])
+    rows = []
+    for name, stages in medians.items():
+        total = sum(stages.values())
+        rows.append([f"{size}/{size}", name, *(f"{stages[stage]:.3f}" for stage in STAGES), f"{total:.3f}",
+                     f"{floor:.3f}", f"{total / floor:.2f}x", gib(peaks[name])])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=DEFAULT.iterations, help="per level, for the average")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    stylizer = Stylizer("caffe", args.device)
+    print(f"machine: {machine()}")
+    print(f"default matching: match_every={DEFAULT.match_every}, search_dim={DEFAULT.search_dim}, "
+          f"search_candidates={DEFAULT.search_candidates}; seconds are medians of {args.repeats} interleaved rounds")
+    rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
+    print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",
+                 "ratio", "peak memory"], rows)
+    print(f"load average at the end: {machine().rsplit('load average ', 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()
