@@ -4,7 +4,7 @@ Both run the default pyramid at `--size` on the same content and style in this p
 fast first. Prints the time ratio and the difference of the final objectives, both
 evaluated with exact matching, and saves the two images side by side.
 
-    .venv/bin/python -m bench.end_to_end --size 512 --output docs/fast_vs_exact.png
+    .venv/bin/python -m bench.end_to_end --size 512 --output docs/fast_vs_exact.jpg
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=DEFAULT.iterations)
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
-    parser.add_argument("--output", type=Path, default=Path("docs/fast_vs_exact.png"))
+    parser.add_argument("--output", type=Path, default=Path("docs/fast_vs_exact.jpg"))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
