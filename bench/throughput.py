@@ -5,7 +5,9 @@ CPU workers of the same torch thread count, alternating the configurations over 
 rounds in one process, and prints rows/minute and the scaling ratio to N = 1. Rows/minute
 is measured over the processing window of each run (first row started to last row
 finished, from the results table), so Ray and worker start-up are excluded; the wall time
-with start-up is printed too.
+with start-up is printed too. For reference, the same rows are also run by N plain
+processes without Ray (each with its own VGG-19 and the same threads): the scaling the
+machine itself allows, which the pipeline can at best match.
 
     python bench/throughput.py --rows 8 --size 128 --iters 30 --rounds 2
 """
@@ -13,6 +15,7 @@ with start-up is printed too.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -20,11 +23,12 @@ import time
 from pathlib import Path
 
 import pyarrow.compute as pc
+import torch
 
 from pipeline.results import read_results
 from pipeline.runner import RunConfig, run
 from pipeline.storage import Storage, parse_location
-from stylecore import FusionParams
+from stylecore import FusionParams, Stylizer, load_image
 
 IMAGES = Path(__file__).resolve().parents[1] / "manifests" / "images"
 
@@ -38,6 +42,28 @@ def write_manifest(folder: Path, rows: int) -> Path:
     path = folder / "manifest.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _bare_rows(task: tuple[list[tuple[str, str, int]], int, FusionParams]) -> tuple[float, float]:
+    """One plain process: load VGG-19, stylize its share of the rows; (first start, last end) epoch seconds."""
+    rows, threads, params = task
+    torch.set_num_threads(threads)
+    stylizer = Stylizer("caffe", "cpu")
+    started = time.time()
+    for content, style, seed in rows:
+        stylizer(load_image(content), load_image(style), params.with_overrides(seed=seed))
+    return started, time.time()
+
+
+def measure_bare(manifest: Path, workers: int, threads: int, params: FusionParams) -> float:
+    """Rows/minute of `workers` plain processes sharing the manifest's rows round-robin, over the
+    processing window (start-up excluded, as for the pipeline)."""
+    rows = [(content, style, int(seed)) for content, style, seed
+            in (line.split(",") for line in manifest.read_text().splitlines()[1:])]
+    shares = [(rows[index::workers], threads, params) for index in range(workers)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        windows = pool.map(_bare_rows, shares)
+    return len(rows) / (max(end for _, end in windows) - min(start for start, _ in windows)) * 60
 
 
 def measure(manifest: Path, output: Path, workers: int, threads: int, params: FusionParams) -> dict[str, float]:
@@ -72,6 +98,7 @@ def main() -> None:
     print(f"rows {args.rows}, size {args.size}, levels {args.levels}, iters {args.iters}, "
           f"match_every {params.match_every}, {args.threads} thread(s) per worker")
     results: dict[int, list[dict[str, float]]] = {n: [] for n in args.workers}
+    bare: dict[int, list[float]] = {n: [] for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="sb-throughput-") as scratch:
         manifest = write_manifest(Path(scratch), args.rows)
         for round_number in range(args.rounds):
@@ -80,13 +107,17 @@ def main() -> None:
                 results[workers].append(result)
                 print(f"round {round_number + 1}: {workers} worker(s): {result['rows_per_minute']:.2f} rows/min "
                       f"(window {result['window']:.1f} s, wall {result['wall']:.1f} s)", flush=True)
+                bare[workers].append(measure_bare(manifest, workers, args.threads, params))
+                print(f"round {round_number + 1}: {workers} plain process(es), no Ray: "
+                      f"{bare[workers][-1]:.2f} rows/min", flush=True)
     base = max(r["rows_per_minute"] for r in results[args.workers[0]]) / args.workers[0]
+    bare_base = max(bare[args.workers[0]]) / args.workers[0]
     print("\n| workers | threads each | rows/min (best of rounds) | per worker | scaling vs 1 worker | "
-          "target |\n|---|---|---|---|---|---|")
+          "target | plain processes, no Ray: scaling |\n|---|---|---|---|---|---|---|")
     for workers, runs in results.items():
         best = max(r["rows_per_minute"] for r in runs)
         print(f"| {workers} | {args.threads} | {best:.2f} | {best / workers:.2f} | "
-              f"{best / base:.2f}x | >= {0.9 * workers:.1f}x |")
+              f"{best / base:.2f}x | >= {0.9 * workers:.1f}x | {max(bare[workers]) / bare_base:.2f}x |")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 
