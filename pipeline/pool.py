@@ -4,11 +4,13 @@ Jobs go only to workers that have reported ready (VGG-19 loaded), at most
 IN_FLIGHT_PER_WORKER each, so no job waits on a worker that cannot be scheduled (too few
 CPUs, GPU nodes still starting). Ray restarts a worker process that dies and resends its
 unfinished jobs; a ledger actor counts how often each row has started, so only the row
-that was running when a worker died uses up its retries.
+that was running when a worker died uses up its retries. The pool waits on Ray in short
+slices so that a stop request (Ctrl-C, set by the runner) is acted on within one slice.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from pipeline.storage import Storage
 from pipeline.worker import RowProcessor, job_record, utc_now
 
 IN_FLIGHT_PER_WORKER = 2
+WAIT_SLICE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,14 @@ class WorkerPool:
     """Feeds jobs to ready workers and yields their result records."""
 
     def __init__(self, plan: WorkerPlan, storage: Storage, weights: str, retries: int, run_id: str,
-                 on_status: Callable[[str], None]) -> None:
+                 on_status: Callable[[str], None], stop: threading.Event) -> None:
         ledger_name = f"stylebatch-attempts-{run_id}"
         self.ledger = AttemptLedger.options(name=ledger_name).remote()
         actor_class = ray.remote(RowProcessor).options(max_restarts=-1, max_task_retries=-1, **plan.resources)
         self.actors = [actor_class.remote(storage, weights, plan.device, plan.threads,
                                           count_attempt=LedgerClient(ledger_name), max_attempts=retries + 1)
                        for _ in range(plan.count)]
-        self.weights, self.on_status = weights, on_status
+        self.weights, self.on_status, self.stop = weights, on_status, stop
         self.starting = {actor.describe.remote(): index for index, actor in enumerate(self.actors)}
         self.load: dict[int, int] = {}  # ready worker -> jobs in flight
         self.pending: dict[Any, tuple[Job, int]] = {}
@@ -125,11 +128,17 @@ class WorkerPool:
                            "(still loading, or not enough free CPUs/GPUs in the cluster)")
 
     def _next_event(self) -> Iterator[dict[str, Any]]:
-        """Wait for one job to finish (yielding its record) or one worker to become ready."""
+        """Wait for one job to finish (yielding its record) or one worker to become ready, for at
+        most one slice; raises KeyboardInterrupt once a stop is requested."""
         if not self.pending and not self.starting:
             reason = self.start_errors[0] if self.start_errors else "every worker is gone"
             raise RuntimeError(f"no worker is available: {reason}")
-        (ref,), _ = ray.wait([*self.pending, *self.starting], num_returns=1)
+        ready, _ = ray.wait([*self.pending, *self.starting], num_returns=1, timeout=WAIT_SLICE_SECONDS)
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        if not ready:
+            return
+        (ref,) = ready
         if ref in self.starting:
             self._worker_started(ref)
         else:

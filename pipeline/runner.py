@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -144,21 +147,25 @@ def run(config: RunConfig, on_progress: ProgressHook | None = None,
             on_progress(summary, result)
 
     started_ray = _connect(config.address)
+    stop = threading.Event()
     try:
-        pool = WorkerPool(plan_workers(config.workers, config.threads), storage, config.weights, config.retries,
-                          summary.run_id, on_status)
-        if on_progress:
-            on_progress(summary, None)
-        for item in jobs(config, storage):
-            if isinstance(item, RowError):
-                record(_invalid_record(item, config.weights))
-            elif str(item.output) in existing:
-                record(_skipped_record(item, config.weights, done_before.get(str(item.output))))
-            else:
-                for result in pool.submit(item):
-                    record(result)
-        for result in pool.drain():
-            record(result)
+        with _ctrl_c_sets(stop):
+            pool = WorkerPool(plan_workers(config.workers, config.threads), storage, config.weights,
+                              config.retries, summary.run_id, on_status, stop)
+            if on_progress:
+                on_progress(summary, None)
+            for item in jobs(config, storage):
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                if isinstance(item, RowError):
+                    record(_invalid_record(item, config.weights))
+                elif str(item.output) in existing:
+                    record(_skipped_record(item, config.weights, done_before.get(str(item.output))))
+                else:
+                    for result in pool.submit(item):
+                        record(result)
+            for result in pool.drain():
+                record(result)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -166,6 +173,31 @@ def run(config: RunConfig, on_progress: ProgressHook | None = None,
         if started_ray:
             ray.shutdown()
     return summary
+
+
+@contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """While inside, a first Ctrl-C (SIGINT) only sets `stop`, which the dispatch loop turns into
+    a KeyboardInterrupt at its next check; a second one interrupts at once, as Python's default.
+
+    Python's own handler is not enough: the main thread spends the run inside Ray's native
+    calls, and a Ctrl-C there was once seen to be lost (the run went on to the end and
+    exited 0). Installed after `ray.init`, so that it is this handler that runs; only the
+    main thread can install one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _connect(address: str | None) -> bool:
