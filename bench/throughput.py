@@ -9,15 +9,13 @@ with start-up is printed too. For reference, the same rows are also run by N pla
 processes without Ray (each with its own VGG-19 and the same threads): the scaling the
 machine itself allows, which the pipeline can at best match.
 
-    python bench/throughput.py --rows 8 --size 128 --iters 30 --rounds 2
+    .venv/bin/python -m bench.throughput --rows 8 --size 128 --iters 30 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +23,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import torch
 
+from bench.common import IMAGES, load_average, machine, print_table
 from pipeline.results import read_results
 from pipeline.runner import RunConfig, run
 from pipeline.storage import Storage, parse_location
 from stylecore import FusionParams, Stylizer, load_image
-
-IMAGES = Path(__file__).resolve().parents[1] / "manifests" / "images"
-
 
 def write_manifest(folder: Path, rows: int) -> Path:
     """`rows` rows cycling over the shipped content and style images."""
@@ -93,8 +89,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating repetitions of every configuration")
     args = parser.parse_args()
     params = FusionParams(size=args.size, levels=args.levels, iterations=args.iters)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"load before: {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine()}")
     print(f"rows {args.rows}, size {args.size}, levels {args.levels}, iters {args.iters}, "
           f"match_every {params.match_every}, {args.threads} thread(s) per worker")
     results: dict[int, list[dict[str, float]]] = {n: [] for n in args.workers}
@@ -112,13 +107,15 @@ def main() -> None:
                       f"{bare[workers][-1]:.2f} rows/min", flush=True)
     base = max(r["rows_per_minute"] for r in results[args.workers[0]]) / args.workers[0]
     bare_base = max(bare[args.workers[0]]) / args.workers[0]
-    print("\n| workers | threads each | rows/min (best of rounds) | per worker | scaling vs 1 worker | "
-          "target | plain processes, no Ray: scaling |\n|---|---|---|---|---|---|---|")
+    rows = []
     for workers, runs in results.items():
         best = max(r["rows_per_minute"] for r in runs)
-        print(f"| {workers} | {args.threads} | {best:.2f} | {best / workers:.2f} | "
-              f"{best / base:.2f}x | >= {0.9 * workers:.1f}x | {max(bare[workers]) / bare_base:.2f}x |")
-    print(f"load after: {os.getloadavg()[0]:.2f}")
+        rows.append([str(workers), str(args.threads), f"{best:.2f}", f"{best / workers:.2f}", f"{best / base:.2f}x",
+                     f">= {0.9 * workers:.1f}x", f"{max(bare[workers]) / bare_base:.2f}x"])
+    print()
+    print_table(["workers", "threads each", "rows/min (best of rounds)", "per worker", "scaling vs 1 worker",
+                 "target", "plain processes, no Ray: scaling"], rows)
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":
