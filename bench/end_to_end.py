@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=DEFAULT.iterations)
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
+    parser.add_argument("--match-every", type=int, default=DEFAULT.match_every, help="of the fast run")
     parser.add_argument("--output", type=Path, default=Path("docs/fast_vs_exact.jpg"))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
     results: dict[str, SynthesisResult] = {}
     peaks: dict[str, int] = {}
     rows = []
-    for params in (DEFAULT, EXACT):
+    for params in (DEFAULT.with_overrides(match_every=args.match_every), EXACT):
         params = params.with_overrides(size=args.size, iterations=args.iterations, seed=args.seed)
         reset_peak_memory(stylizer.device)
         result = stylizer(content, style, params)
