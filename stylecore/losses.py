@@ -14,11 +14,36 @@ import torch.nn.functional as F
 from stylecore.matching import nearest_patches, normalize_patches
 
 
+class _ScaledGram(torch.autograd.Function):
+    """scale * flat @ flat^T for (N, C, L) `flat`, with a backward of one matmul instead of two.
+
+    Autograd would differentiate the product through both operands; since they are the
+    same matrix, d(loss)/d(flat) = scale * (grad + grad^T) @ flat in a single product.
+    The gradient keeps `flat`'s memory layout (C fastest for channels_last maps).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, flat: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        ctx.scale = scale
+        return flat @ flat.mT * scale
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (flat,) = ctx.saved_tensors
+        symmetric = (grad + grad.mT) * ctx.scale
+        if flat.stride(-2) == 1 and flat.shape[-2] > 1:  # channels_last: (L, C) rows in memory
+            return (flat.mT @ symmetric).mT, None
+        return symmetric @ flat, None
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, C) channel correlations, divided by C*H*W (Eq. 2)."""
+    """(N, C, H, W) -> (N, C, C) channel correlations, divided by C*H*W (Eq. 2).
+
+    Contiguous and channels_last maps both flatten to (N, C, H*W) without a copy.
+    """
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    return _ScaledGram.apply(features.flatten(2), 1.0 / (c * h * w))
 
 
 def gram_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,12 @@ class Normalization(nn.Module):
 
 
 class VGGFeatures(nn.Module):
-    """The conv part of VGG-19 up to the deepest layer needed, frozen, with non-inplace ReLUs."""
+    """The conv part of VGG-19 up to the deepest layer needed, frozen, with non-inplace ReLUs.
+
+    The weights are kept channels_last, so every activation comes out channels_last:
+    forward+backward is ~16% faster on CPU that way (BENCHMARKS.md), and the loss terms
+    read that layout without copies.
+    """
 
     def __init__(self, weights: VGGWeights, deepest: str = "relu4_2") -> None:
         super().__init__()
@@ -79,6 +84,7 @@ class VGGFeatures(nn.Module):
         self.normalization = Normalization(weights.preprocessing)
         self.requires_grad_(False)
         self.eval()
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, net_input: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Activations {name: (N, C, h, w)} of `layers` for an input already in network space."""

@@ -45,13 +45,31 @@ def naive_nearest(queries: torch.Tensor, bank: torch.Tensor) -> list[int]:
     return best
 
 
-def test_gram_matrix_matches_naive_sum():
-    features = torch.randn(1, 4, 5, 6)
+MEMORY_FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_gram_matrix_matches_naive_sum(memory_format):
+    features = torch.randn(1, 4, 5, 6).contiguous(memory_format=memory_format)
     assert torch.allclose(gram_matrix(features)[0], naive_gram(features))
 
 
-def test_gram_loss_value_and_gradient_match_naive():
-    features = torch.randn(1, 3, 4, 5, requires_grad=True)
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_gram_matrix_gradient_passes_gradcheck(memory_format):
+    """Checked against finite differences for any upstream gradient, symmetric or not."""
+    features = torch.randn(2, 3, 4, 5, dtype=torch.double).contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(gram_matrix, (features.requires_grad_(),))
+
+
+def test_gram_matrix_gradient_keeps_channels_last_layout():
+    features = torch.randn(1, 8, 6, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    gram_matrix(features).sum().backward()
+    assert features.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_gram_loss_value_and_gradient_match_naive(memory_format):
+    features = torch.randn(1, 3, 4, 5).contiguous(memory_format=memory_format).requires_grad_()
     target = naive_gram(torch.randn(1, 3, 4, 5))
     loss = gram_loss(features, target)
     naive = ((naive_gram(features) - target) ** 2).sum() / 9
