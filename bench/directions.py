@@ -23,10 +23,10 @@ import torch
 
 from bench.common import CONTENT, DEFAULT, STYLE, demo_rgb, machine, network_input, print_table, timed
 from stylecore import FusionParams, Stylizer
-from stylecore.losses import extract_patches
 from stylecore.matching import (ProjectedBank, approximate_nearest_patches, nearest_patches, normalize_patches,
                                 project_bank)
 from stylecore.objective import FusionObjective
+from stylecore.patches import extract_patches
 from stylecore.vgg import VGGFeatures
 
 

@@ -8,7 +8,7 @@ evaluations, so it has three rows: an evaluation that refreshes with the reduced
 one that reuses, and the average over a whole level of the schedule (reduced refreshes,
 the exact end-of-level refresh and the level's principal-basis setup included).
 
-    .venv/bin/python bench/loss_breakdown.py [--sizes 256 512] [--repeats 3] [--iterations 100]
+    .venv/bin/python -m bench.loss_breakdown [--sizes 256 512] [--repeats 3] [--iterations 100]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
                           print_table, reset_peak_memory, synchronize, timed, vgg_floor)
 from stylecore import Stylizer
-from stylecore.losses import MRFTarget
+from stylecore.patches import MRFTarget, memory_format_of
 from stylecore.matching import project_bank
 from stylecore.objective import FusionObjective
 
@@ -56,32 +56,13 @@ def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: str,
         index = local.match(local_features, exact=search == "exact")
         lap("search")
         height, width = local_features.shape[-2:]
-        target = MRFTarget(local.bank[index], height, width, local.size, local.stride)
+        target = MRFTarget(local.bank, index, height, width, memory_format_of(local_features))
     total = total + params.alpha_local * target.loss(local_features)
     total = total + params.alpha_content * objective.content_loss(features[params.content_layer])
     lap("mrf+content")
     total.backward()
     lap("backward")
     return seconds, target
-
-
-def refresh_schedule(match_every: int, iterations: int) -> list[str]:
-    """Search kind of each evaluation of one level ('exact', 'reduced', 'none'), as Stylizer runs it."""
-    if match_every == 1:
-        return ["exact"] * iterations
-    exact_at = max(0, iterations - match_every)
-    kinds, age = [], match_every
-    for evaluation in range(iterations):
-        if evaluation == exact_at:
-            kinds.append("exact")
-            age = 0
-        elif age >= match_every:
-            kinds.append("reduced")
-            age = 0
-        else:
-            kinds.append("none")
-        age += 1
-    return kinds
 
 
 def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> list[list[str]]:
@@ -92,7 +73,7 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     default = DEFAULT.with_overrides(iterations=iterations)
     exact_objective = FusionObjective(stylizer.extractor, content, style, EXACT)
     default_objective = FusionObjective(stylizer.extractor, content, style, default)
-    basis_seconds = timed(lambda: project_bank(default_objective.local_loss.normalized_bank, default.search_dim),
+    basis_seconds = timed(lambda: project_bank(default_objective.local_loss.bank.normalized, default.search_dim),
                           stylizer.device)
     cases = {"exact, every evaluation": (exact_objective, "exact"),
              "default, refresh (reduced search)": (default_objective, "reduced"),
@@ -113,7 +94,7 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     floor = statistics.median(floors[1:])
     medians = {name: {stage: statistics.median(run[stage] for run in runs[1:]) for stage in STAGES}
                for name, runs in times.items()}
-    schedule = refresh_schedule(default_objective.local_loss.match_every, iterations)
+    schedule = [default_objective.local_loss.planned_search(evaluation) for evaluation in range(iterations)]
     search_cost = {"exact": statistics.median(exact_on_default[1:]),
                    "reduced": medians["default, refresh (reduced search)"]["search"], "none": 0.0}
     target_cost = medians["default, refresh (reduced search)"]["mrf+content"] - medians["default, reuse"]["mrf+content"]

@@ -22,8 +22,8 @@ import torch
 from bench.common import (CONTENT, DEFAULT, STYLE, current_memory_bytes, demo_rgb, gib, machine, network_input,
                           peak_memory_bytes, print_table, reset_peak_memory)
 from stylecore import FusionParams, Stylizer
-from stylecore.losses import extract_patches
 from stylecore.matching import approximate_nearest_patches, nearest_patches, normalize_patches, project_bank
+from stylecore.patches import extract_patches
 
 
 def release_free_memory(device: torch.device) -> None:

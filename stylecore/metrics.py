@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from stylecore.images import fit_long_side, resize
-from stylecore.losses import content_loss, extract_patches, gram_loss, gram_matrix
+from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import nearest_patches, normalize_patches
 from stylecore.params import FusionParams
+from stylecore.patches import extract_patches
 from stylecore.vgg import VGGFeatures
 
 

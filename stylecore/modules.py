@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import nn
 
-from stylecore.losses import MRFTarget, content_loss, extract_patches, gram_loss, gram_matrix
-from stylecore.matching import (ApproximateMatch, approximate_nearest_patches, nearest_patches, normalize_patches,
-                                project_bank)
+from stylecore.losses import content_loss, gram_loss, gram_matrix
+from stylecore.matching import ApproximateMatch, approximate_nearest_patches, nearest_patches, project_bank
+from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of
 
 
 class GlobalStyleLoss(nn.Module):
@@ -21,6 +24,9 @@ class GlobalStyleLoss(nn.Module):
         return torch.stack([gram_loss(features[layer], target) for layer, target in self.targets.items()]).sum()
 
 
+SearchKind = Literal["exact", "reduced", "none"]
+
+
 class LocalStyleLoss(nn.Module):
     """The MRF loss against a fixed bank of style patches (built once per level).
 
@@ -28,28 +34,50 @@ class LocalStyleLoss(nn.Module):
     With `match_every` = 1 (the paper's exact mode), or a bank of fewer than
     `reuse_min_patches` rows, every evaluation searches the whole bank exactly. Otherwise
     the scheduled refreshes use the reduced-dimension search (`search_dim` principal
-    directions, `search_candidates` re-ranked exactly), and `forward(..., refresh=True)`
-    forces an exact search (end of a level, final loss).
+    directions, `search_candidates` re-ranked exactly), except that the last
+    `match_every` of a level's `evaluations` run on an exact search's matches;
+    `forward(..., refresh=True)` forces an exact search (the final loss).
     """
 
     def __init__(self, style_features: torch.Tensor, size: int = 3, stride: int = 1,
                  match_every: int = 1, budget_bytes: int = 256 * 2**20,
-                 search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0) -> None:
+                 search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0,
+                 evaluations: int | None = None) -> None:
         """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
 
         `search_dim` = 0, or at least the patch length C*size*size, always searches exactly.
+        `evaluations`: loss evaluations planned for the level; None plans no exact refresh.
         """
         super().__init__()
-        self.size, self.stride = size, stride
-        self.bank = extract_patches(style_features.detach(), size, stride).contiguous()
-        self.normalized_bank = normalize_patches(self.bank)
-        self.match_every = match_every if self.bank.shape[0] >= reuse_min_patches else 1
+        self.bank = PatchBank.from_features(style_features, size, stride)
+        self.match_every = match_every if len(self.bank) >= reuse_min_patches else 1
         self.budget_bytes, self.search_candidates = budget_bytes, search_candidates
-        reduced = self.match_every > 1 and 0 < search_dim < self.bank.shape[1]
-        self.projected_bank = project_bank(self.normalized_bank, search_dim) if reduced else None
+        reduced = self.match_every > 1 and 0 < search_dim < self.bank.patch_length
+        self.projected_bank = project_bank(self.bank.normalized, search_dim) if reduced else None
+        self.exact_refresh_at = None if evaluations is None else max(0, evaluations - self.match_every)
+        self._reduced_at: set[int] = set()  # evenly spaced before the exact refresh, when there is one
+        if self.exact_refresh_at is not None:
+            segments = math.ceil(self.exact_refresh_at / self.match_every)
+            self._reduced_at = {step * self.exact_refresh_at // segments for step in range(segments)}
         self.last_search: ApproximateMatch | None = None
         self._target: MRFTarget | None = None
-        self._age = 0
+        self._evaluation = 0
+
+    def planned_search(self, evaluation: int) -> SearchKind:
+        """How the `evaluation`-th call (from 0) of `forward` matches: the level's schedule.
+
+        Searches at most every `match_every` evaluations: from evaluation 0 on, evenly
+        spaced up to the exact refresh (so none is wasted just before it), then none.
+        """
+        if self.match_every == 1 or evaluation == self.exact_refresh_at:
+            return "exact"
+        if self.exact_refresh_at is None:
+            refresh = evaluation % self.match_every == 0
+        else:
+            refresh = evaluation in self._reduced_at
+        if not refresh:
+            return "none"
+        return "reduced" if self.projected_bank is not None else "exact"
 
     def match(self, features: torch.Tensor, exact: bool = True) -> torch.Tensor:
         """Index into the bank of the nearest style patch for every patch of `features`, (P,).
@@ -57,20 +85,21 @@ class LocalStyleLoss(nn.Module):
         `exact=False` uses the reduced-dimension search where this loss has one and keeps
         its certificate in `last_search`.
         """
-        queries = extract_patches(features.detach(), self.size, self.stride)
+        queries = extract_patches(features.detach(), self.bank.size, self.bank.stride)
         if exact or self.projected_bank is None:
-            return nearest_patches(queries, self.normalized_bank, self.budget_bytes)
-        self.last_search = approximate_nearest_patches(queries, self.normalized_bank, self.projected_bank,
+            return nearest_patches(queries, self.bank.normalized, self.budget_bytes)
+        self.last_search = approximate_nearest_patches(queries, self.bank.normalized, self.projected_bank,
                                                        self.search_candidates, self.budget_bytes)
         return self.last_search.index
 
     def forward(self, features: torch.Tensor, refresh: bool = False) -> torch.Tensor:
         """Local loss of (1, C, H, W) features; `refresh=True` re-matches now, exactly."""
-        if refresh or self._target is None or self._age >= self.match_every:
-            matched = self.bank[self.match(features, exact=refresh)]
-            self._target = MRFTarget(matched, features.shape[-2], features.shape[-1], self.size, self.stride)
-            self._age = 0
-        self._age += 1
+        search = "exact" if refresh else self.planned_search(self._evaluation)
+        self._evaluation += 1
+        if search != "none":
+            self._target = MRFTarget(self.bank, self.match(features, exact=search == "exact"), features.shape[-2],
+                                     features.shape[-1], memory_format_of(features))
+        assert self._target is not None, "the schedule searches at evaluation 0"
         return self._target.loss(features)
 
 

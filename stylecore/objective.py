@@ -29,7 +29,8 @@ class FusionObjective:
         self.global_loss = GlobalStyleLoss({layer: style_features[layer] for layer in params.global_layers})
         self.local_loss = LocalStyleLoss(style_features[params.local_layer], params.patch_size,
                                          params.patch_stride, params.match_every, params.search_budget_bytes,
-                                         params.search_dim, params.search_candidates, params.reuse_min_patches)
+                                         params.search_dim, params.search_candidates, params.reuse_min_patches,
+                                         evaluations=params.iterations)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod
@@ -46,7 +47,8 @@ class FusionObjective:
     def terms(self, image: torch.Tensor, exact: bool = False) -> dict[str, torch.Tensor]:
         """Weighted loss terms (0-d tensors) of a (1, 3, H, W) network-space image.
 
-        `exact=True` forces a fresh nearest-patch search instead of reusing matches.
+        The local loss matches on its level's schedule (`LocalStyleLoss.planned_search`);
+        `exact=True` forces a fresh exact nearest-patch search instead (the final loss).
         """
         params = self.params
         features = self.extractor(image, self.layers)

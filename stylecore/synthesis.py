@@ -154,13 +154,11 @@ class Stylizer:
         optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=params.iterations,
                                       max_eval=params.iterations, history_size=params.lbfgs_history)
         evaluations = 0
-        # The level's last `match_every` evaluations run on matches from an exact search.
-        exact_refresh_at = max(0, params.iterations - params.match_every)
 
         def closure() -> torch.Tensor:
             nonlocal evaluations
             optimizer.zero_grad(set_to_none=True)
-            terms = objective.terms(image, exact=evaluations == exact_refresh_at)
+            terms = objective.terms(image)
             total = torch.stack(list(terms.values())).sum()
             total.backward()
             evaluations += 1

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from stylecore.losses import (content_loss, extract_patches, gram_loss, gram_matrix, mrf_loss,
-                              total_variation)
+from stylecore.losses import content_loss, gram_loss, gram_matrix, mrf_loss, total_variation
 from stylecore.matching import nearest_patches, normalize_patches
+from stylecore.patches import PatchBank
 
 
 @pytest.fixture(autouse=True)
@@ -100,16 +100,6 @@ def test_total_variation_matches_neural_style_gradient():
     assert torch.allclose(grad, expected)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_extract_patches_matches_slicing(stride):
-    features = torch.randn(1, 2, 6, 7)
-    rows = extract_patches(features, 3, stride)
-    naive = naive_patches(features, 3, stride)
-    assert rows.shape == (len(naive), 2 * 9)
-    for row, (_, _, patch) in zip(rows, naive):
-        assert torch.equal(row, patch)
-
-
 @pytest.mark.parametrize("budget_bytes", [8, 200, 2**20])
 def test_nearest_patches_is_the_exact_normalised_cross_correlation_argmax(budget_bytes):
     generator = torch.Generator().manual_seed(1)
@@ -156,13 +146,13 @@ def cnnmrf_gradient(features: torch.Tensor, style: torch.Tensor, size: int, stri
     return (total / count.clamp_min(1)).unsqueeze(0)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_mrf_loss_value_and_gradient_match_naive(stride):
+@pytest.mark.parametrize(("stride", "memory_format"), [(1, torch.contiguous_format), (2, torch.contiguous_format),
+                                                        (1, torch.channels_last)])
+def test_mrf_loss_value_and_gradient_match_naive(stride, memory_format):
     generator = torch.Generator().manual_seed(2)
-    features = torch.randn(1, 3, 7, 6, generator=generator).requires_grad_(True)
+    features = torch.randn(1, 3, 7, 6, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
     style = torch.randn(1, 3, 6, 8, generator=generator)
-    style_patches = extract_patches(style, 3, stride)
-    loss = mrf_loss(features, style_patches, size=3, stride=stride)
+    loss = mrf_loss(features, PatchBank.from_features(style, 3, stride))
     naive = naive_mrf(features, style, 3, stride)
     assert torch.allclose(loss, naive)
     (grad,) = torch.autograd.grad(loss, features)
@@ -173,4 +163,4 @@ def test_mrf_loss_value_and_gradient_match_naive(stride):
 
 def test_mrf_loss_is_zero_when_synthesis_is_the_style():
     style = torch.randn(1, 4, 6, 6)
-    assert float(mrf_loss(style.clone(), extract_patches(style, 3, 1))) == pytest.approx(0.0, abs=1e-9)
+    assert float(mrf_loss(style.clone(), PatchBank.from_features(style, 3))) == pytest.approx(0.0, abs=1e-9)

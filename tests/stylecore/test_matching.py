@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from stylecore import FusionParams
-from stylecore.losses import MRFTarget, extract_patches, mrf_loss
+from stylecore.losses import mrf_loss
 from stylecore.matching import (approximate_nearest_patches, nearest_patches, normalize_patches,
                                 principal_basis, project_bank, search_blocks)
 from stylecore.modules import LocalStyleLoss
-from stylecore.objective import FusionObjective
+from stylecore.patches import MRFTarget, extract_patches
 from tests.demo_images import demo_image
 
 
@@ -97,8 +97,8 @@ def feature_maps(seed: int, count: int) -> list[torch.Tensor]:
 
 def frozen_match_loss(loss: LocalStyleLoss, matched_on: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """The local loss of `features` against the exact matches of `matched_on`."""
-    matched = loss.bank[nearest_patches(extract_patches(matched_on, 3), loss.normalized_bank)]
-    return MRFTarget(matched, 9, 9, 3, 1).loss(features)
+    index = nearest_patches(extract_patches(matched_on, 3), loss.bank.normalized)
+    return MRFTarget(loss.bank, index, 9, 9).loss(features)
 
 
 def test_matches_are_reused_for_match_every_evaluations_then_refreshed():
@@ -137,22 +137,39 @@ def test_banks_below_the_reuse_threshold_match_exactly_at_every_evaluation():
     assert torch.allclose(small(second), mrf_loss(second, small.bank))
 
 
+@pytest.mark.parametrize(("match_every", "evaluations", "expected"), [
+    (3, 10, "R.R.R..E.."),  # reduced refreshes evenly spaced, the last 3 on an exact search's matches
+    (4, 10, "R..R..E..."),
+    (5, 10, "R....E...."),
+    (10, 100, ("R" + "." * 9) * 9 + "E" + "." * 9),  # the default
+    (20, 10, "E........."),  # fewer evaluations than match_every: one exact search
+    (1, 4, "EEEE"),  # the paper's mode
+    (3, None, "R..R..R..R"),  # no planned end of level
+])
+def test_planned_search_schedule(match_every, evaluations, expected):
+    style = feature_maps(7, 1)[0]
+    loss = LocalStyleLoss(style, match_every=match_every, search_dim=2, evaluations=evaluations)
+    kinds = "".join(loss.planned_search(evaluation)[0].upper() for evaluation in range(len(expected)))
+    assert kinds.replace("N", ".") == expected
+
+
 def test_each_level_ends_on_an_exact_refresh(stylizer, monkeypatch):
-    """With match_every K the last K evaluations of a level use exact matches, and the
-    result's losses are evaluated with exact matching."""
-    exact_flags: list[bool] = []
-    original = FusionObjective.terms
+    """A real synthesis searches on the schedule: with match_every K the last K evaluations
+    of a level use exact matches, and the result's losses are evaluated with exact matching."""
+    searches: list[bool] = []
+    original = LocalStyleLoss.match
 
-    def recording(self: FusionObjective, image: torch.Tensor, exact: bool = False) -> dict[str, torch.Tensor]:
-        exact_flags.append(exact)
-        return original(self, image, exact)
+    def recording(self: LocalStyleLoss, features: torch.Tensor, exact: bool = True) -> torch.Tensor:
+        searches.append(exact)
+        return original(self, features, exact)
 
-    monkeypatch.setattr(FusionObjective, "terms", recording)
+    monkeypatch.setattr(LocalStyleLoss, "match", recording)
     content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
-    stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8,
-                                          reuse_min_patches=0))
-    level = [False, False, True, False, False, False]
-    assert exact_flags == level + level + [True]
+    result = stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8,
+                                                   reuse_min_patches=0))
+    assert result.evaluations == 12
+    level = [False, True]  # a reduced search at evaluation 0, the exact one at 6 - 4 = 2
+    assert searches == level + level + [True]
 
 
 @pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0), ("reuse_min_patches", -1)])

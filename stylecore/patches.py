@@ -1,0 +1,101 @@
+"""Feature-map patches of the local loss: extraction, the per-level style bank, the matched target.
+
+Patches are rows of a (P, C*k*k) matrix in `torch.nn.functional.unfold` order; a patch
+grid of stride s over an (H, W) map has ((H - k) // s + 1) x ((W - k) // s + 1) patches,
+in row-major order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from stylecore.matching import normalize_patches
+
+
+def extract_patches(features: torch.Tensor, size: int, stride: int = 1) -> torch.Tensor:
+    """All size x size patches of a (1, C, H, W) map as rows of a (P, C*size*size) matrix."""
+    return F.unfold(features, kernel_size=size, stride=stride)[0].t()
+
+
+def memory_format_of(features: torch.Tensor) -> torch.memory_format:
+    """channels_last for a (N, C, H, W) tensor laid out that way (VGG's activations), else contiguous."""
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class PatchBank:
+    """The style patches of one pyramid level, in the two layouts the local loss reads.
+
+    `normalized` (Ps, C*k*k): unit rows, for the nearest-patch search (Eq. 5).
+    `by_offset` (k*k, Ps, C): patch s's values at offset (dy, dx) in row dy*k + dx, so
+    that building the matched target is k*k row gathers instead of a gather of whole
+    patches and a fold. `energy` (k*k, Ps): each offset's squared norm over C.
+    """
+
+    def __init__(self, patches: torch.Tensor, size: int, stride: int = 1) -> None:
+        """`patches`: (Ps, C*size*size) rows, as `extract_patches` returns them."""
+        with torch.no_grad():
+            count, width = patches.shape
+            self.size, self.stride = size, stride
+            self.normalized = normalize_patches(patches.contiguous())
+            self.by_offset = (patches.reshape(count, width // (size * size), size * size)
+                              .permute(2, 0, 1).contiguous())
+            self.energy = self.by_offset.square().sum(dim=2)
+
+    @classmethod
+    def from_features(cls, style_features: torch.Tensor, size: int, stride: int = 1) -> PatchBank:
+        """The bank of every patch of (1, C, Hs, Ws) style features."""
+        return cls(extract_patches(style_features.detach(), size, stride), size, stride)
+
+    def __len__(self) -> int:
+        return self.normalized.shape[0]
+
+    @property
+    def patch_length(self) -> int:
+        """C * size * size, the dimension the search compares in."""
+        return self.normalized.shape[1]
+
+
+class MRFTarget:
+    """The matched style patches of Eq. (4), averaged onto the synthesis feature map.
+
+    `mean` is T, the average of the matched patches covering each position, `covered`
+    marks positions inside at least one patch, and `residual` the part of the loss that
+    does not depend on the synthesis. Precomputing these turns the loss into
+    0.5 * ||F - T||^2 + residual, whose gradient F - T is exactly CNNMRF's.
+    """
+
+    def __init__(self, bank: PatchBank, index: torch.Tensor, height: int, width: int,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        """`index` (P,): the bank row matched to each patch of an (H, W) synthesis map.
+
+        `memory_format`: that of the features the loss will see, so it runs without copies.
+        """
+        size, stride = bank.size, bank.stride
+        rows, columns = (height - size) // stride + 1, (width - size) // stride + 1
+        if index.numel() != rows * columns:
+            raise ValueError(f"{index.numel()} matches for a {rows}x{columns} patch grid")
+        channels = bank.by_offset.shape[2]
+        with torch.no_grad():
+            total = bank.by_offset.new_zeros(height, width, channels)
+            energy = bank.energy.new_zeros(height, width, 1)
+            count = bank.energy.new_zeros(height, width, 1)
+            for offset in range(size * size):
+                dy, dx = divmod(offset, size)
+                window = (slice(dy, dy + stride * (rows - 1) + 1, stride),
+                          slice(dx, dx + stride * (columns - 1) + 1, stride))
+                total[window] += bank.by_offset[offset].index_select(0, index).view(rows, columns, channels)
+                energy[window] += bank.energy[offset].index_select(0, index).view(rows, columns, 1)
+                count[window] += 1
+            safe_count = count.clamp_min(1)
+            mean = total / safe_count
+            self.residual = 0.5 * ((energy / safe_count).sum() - mean.square().sum()).clamp_min(0)
+            self.covered = (count > 0).permute(2, 0, 1).unsqueeze(0)
+            self.mean = mean.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=memory_format)
+
+    def loss(self, features: torch.Tensor) -> torch.Tensor:
+        """Eq. (4) in CNNMRF's weighting for (1, C, H, W) features."""
+        difference = (features - self.mean) * self.covered
+        return 0.5 * difference.square().sum() + self.residual
