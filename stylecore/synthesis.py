@@ -151,8 +151,12 @@ class Stylizer:
                   callback: ProgressCallback | None) -> tuple[torch.Tensor, int]:
         """L-BFGS on one level; returns the image and the number of loss evaluations."""
         image = start.detach().clone().requires_grad_(True)
+        # tolerance_change=0: the first step (1 / |gradient|_1 long) can leave a float32 loss
+        # of ~1e7 bit-identical, which the default 1e-9 takes for convergence and ends the
+        # level; a level runs its iterations unless the gradient vanishes or is not descending.
         optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=params.iterations,
-                                      max_eval=params.iterations, history_size=params.lbfgs_history)
+                                      max_eval=params.iterations, history_size=params.lbfgs_history,
+                                      tolerance_change=0.0)
         evaluations = 0
 
         def closure() -> torch.Tensor:
