@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=DEFAULT.iterations)
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
+    parser.add_argument("--content", default=CONTENT, help="relative to manifests/images")
+    parser.add_argument("--style", default=STYLE, help="relative to manifests/images")
     parser.add_argument("--match-every", type=int, nargs="+", default=[DEFAULT.match_every],
                         help="of the fast runs, one run each")
     parser.add_argument("--output", type=Path, default=Path("docs/fast_vs_exact.jpg"))
@@ -52,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
-    content, style = demo_rgb(CONTENT, args.size), demo_rgb(STYLE, args.size)
+    content, style = demo_rgb(args.content, args.size), demo_rgb(args.style, args.size)
     results: dict[str, SynthesisResult] = {}
     peaks: dict[str, int] = {}
     rows = []
@@ -68,7 +70,7 @@ def main() -> None:
         print(f"done: {rows[-1]}", flush=True)
     exact = results.pop(describe(EXACT))
     print(f"{args.size} px, {DEFAULT.levels} levels x {args.iterations} evaluations, seed {args.seed}, "
-          f"{CONTENT} stylized with {STYLE}")
+          f"{args.content} stylized with {args.style}")
     print_table(["matching", "seconds", "s/eval (all levels)", "final exact objective", "global", "local",
                  "content", "peak memory", "load after"], rows)
     for name, fast in results.items():
