@@ -22,9 +22,9 @@ import torch
 from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
                           print_table, reset_peak_memory, synchronize, timed, vgg_floor)
 from stylecore import Stylizer
-from stylecore.patches import MRFTarget, memory_format_of
 from stylecore.matching import project_bank
 from stylecore.objective import FusionObjective
+from stylecore.patches import MRFTarget, memory_format_of
 
 STAGES = ("forward", "gram", "search", "mrf+content", "backward")
 

@@ -11,14 +11,7 @@ from stylecore.losses import content_loss, gram_loss, gram_matrix, mrf_loss, tot
 from stylecore.matching import nearest_patches, normalize_patches
 from stylecore.patches import PatchBank
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """Naive references and the code under test both in float64, so tolerances can be tight."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def naive_gram(features: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,7 @@ import torch
 from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of
 from tests.stylecore.test_losses import naive_patches
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
