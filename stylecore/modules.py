@@ -10,7 +10,8 @@ from torch import nn
 
 from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import ApproximateMatch, approximate_nearest_patches, nearest_patches, project_bank
-from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of
+from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of, patch_grid
+from stylecore.propagation import propagated_nearest_patches
 
 
 class GlobalStyleLoss(nn.Module):
@@ -34,15 +35,17 @@ class LocalStyleLoss(nn.Module):
     With `match_every` = 1 (the paper's exact mode), or a bank of fewer than
     `reuse_min_patches` rows, every evaluation searches the whole bank exactly. Otherwise
     the scheduled refreshes use the reduced-dimension search (`search_dim` principal
-    directions, `search_candidates` re-ranked exactly), except that the last
-    `match_every` of a level's `evaluations` run on an exact search's matches;
-    `forward(..., refresh=True)` forces an exact search (the final loss).
+    directions, `search_candidates` re-ranked exactly), run on every `search_step`-th
+    row and column of the patch grid and spread to the rest by propagation
+    (`stylecore.propagation`), except that the last `match_every` of a level's
+    `evaluations` run on an exact search's matches; `forward(..., refresh=True)` forces
+    an exact search (the final loss).
     """
 
     def __init__(self, style_features: torch.Tensor, size: int = 3, stride: int = 1,
                  match_every: int = 1, budget_bytes: int = 256 * 2**20,
                  search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0,
-                 evaluations: int | None = None) -> None:
+                 evaluations: int | None = None, search_step: int = 1) -> None:
         """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
 
         `search_dim` = 0, or at least the patch length C*size*size, always searches exactly.
@@ -51,7 +54,7 @@ class LocalStyleLoss(nn.Module):
         super().__init__()
         self.bank = PatchBank.from_features(style_features, size, stride)
         self.match_every = match_every if len(self.bank) >= reuse_min_patches else 1
-        self.budget_bytes, self.search_candidates = budget_bytes, search_candidates
+        self.budget_bytes, self.search_candidates, self.search_step = budget_bytes, search_candidates, search_step
         reduced = self.match_every > 1 and 0 < search_dim < self.bank.patch_length
         self.projected_bank = project_bank(self.bank.normalized, search_dim) if reduced else None
         self.exact_refresh_at = None if evaluations is None else max(0, evaluations - self.match_every)
@@ -60,6 +63,7 @@ class LocalStyleLoss(nn.Module):
             segments = math.ceil(self.exact_refresh_at / self.match_every)
             self._reduced_at = {step * self.exact_refresh_at // segments for step in range(segments)}
         self.last_search: ApproximateMatch | None = None
+        self._matches: torch.Tensor | None = None
         self._target: MRFTarget | None = None
         self._evaluation = 0
 
@@ -82,12 +86,19 @@ class LocalStyleLoss(nn.Module):
     def match(self, features: torch.Tensor, exact: bool = True) -> torch.Tensor:
         """Index into the bank of the nearest style patch for every patch of `features`, (P,).
 
-        `exact=False` uses the reduced-dimension search where this loss has one and keeps
-        its certificate in `last_search`.
+        `exact=False` uses the reduced-dimension search where this loss has one: with a
+        `search_step` > 1 on anchors only, propagated to the other queries (the current
+        matches among their candidates); with a step of 1 on every query, keeping its
+        certificate in `last_search`.
         """
         queries = extract_patches(features.detach(), self.bank.size, self.bank.stride)
         if exact or self.projected_bank is None:
             return nearest_patches(queries, self.bank.normalized, self.budget_bytes)
+        if self.search_step > 1 and self.bank.grid is not None:
+            grid = patch_grid(features.shape[-2], features.shape[-1], self.bank.size, self.bank.stride)
+            return propagated_nearest_patches(queries, grid, self.bank.normalized, self.bank.grid,
+                                              self.projected_bank, self.search_step, self._matches,
+                                              self.search_candidates, self.budget_bytes)
         self.last_search = approximate_nearest_patches(queries, self.bank.normalized, self.projected_bank,
                                                        self.search_candidates, self.budget_bytes)
         return self.last_search.index
@@ -97,8 +108,9 @@ class LocalStyleLoss(nn.Module):
         search = "exact" if refresh else self.planned_search(self._evaluation)
         self._evaluation += 1
         if search != "none":
-            self._target = MRFTarget(self.bank, self.match(features, exact=search == "exact"), features.shape[-2],
-                                     features.shape[-1], memory_format_of(features))
+            self._matches = self.match(features, exact=search == "exact")
+            self._target = MRFTarget(self.bank, self._matches, features.shape[-2], features.shape[-1],
+                                     memory_format_of(features))
         assert self._target is not None, "the schedule searches at evaluation 0"
         return self._target.loss(features)
 

@@ -30,7 +30,7 @@ class FusionObjective:
         self.local_loss = LocalStyleLoss(style_features[params.local_layer], params.patch_size,
                                          params.patch_stride, params.match_every, params.search_budget_bytes,
                                          params.search_dim, params.search_candidates, params.reuse_min_patches,
-                                         evaluations=params.iterations)
+                                         evaluations=params.iterations, search_step=params.search_step)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod

@@ -66,6 +66,12 @@ class FusionParams:
     # ~99% of the patches at 512/512, ~7x faster than the exact search.
     search_dim: int = 128
     search_candidates: int = 8
+    # The reduced search runs on every `search_step`-th row and column of the patch grid
+    # only; the other patches take the best of those anchors' matches shifted to them, or
+    # of their current match (PatchMatch's propagation; 1 = every patch searched). Step 2
+    # made a 512 px synthesis 4.8% faster (a refresh 1.8x cheaper) for a final exact
+    # objective 0.85 points higher (+0.48% against the exact run, step 1 -0.37%).
+    search_step: int = 2
     # Working-memory budget of the nearest-patch search, in bytes of similarity scores.
     search_budget_bytes: int = 256 * 2**20
 
@@ -75,7 +81,7 @@ class FusionParams:
             if not value >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         for name in ("patch_size", "patch_stride", "levels", "iterations", "lbfgs_history",
-                     "match_every", "search_candidates", "search_budget_bytes"):
+                     "match_every", "search_candidates", "search_step", "search_budget_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("search_dim", "reuse_min_patches"):

@@ -18,6 +18,11 @@ def extract_patches(features: torch.Tensor, size: int, stride: int = 1) -> torch
     return F.unfold(features, kernel_size=size, stride=stride)[0].t()
 
 
+def patch_grid(height: int, width: int, size: int, stride: int = 1) -> tuple[int, int]:
+    """(rows, columns) of the size x size patch grid of stride `stride` over an (H, W) map."""
+    return (height - size) // stride + 1, (width - size) // stride + 1
+
+
 def memory_format_of(features: torch.Tensor) -> torch.memory_format:
     """channels_last for a (N, C, H, W) tensor laid out that way (VGG's activations), else contiguous."""
     if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
@@ -34,11 +39,13 @@ class PatchBank:
     patches and a fold. `energy` (k*k, Ps): each offset's squared norm over C.
     """
 
-    def __init__(self, patches: torch.Tensor, size: int, stride: int = 1) -> None:
-        """`patches`: (Ps, C*size*size) rows, as `extract_patches` returns them."""
+    def __init__(self, patches: torch.Tensor, size: int, stride: int = 1,
+                 grid: tuple[int, int] | None = None) -> None:
+        """`patches`: (Ps, C*size*size) rows, as `extract_patches` returns them; `grid`: the
+        (rows, columns) patch grid they come from, if known (the coherent search needs it)."""
         with torch.no_grad():
             count, width = patches.shape
-            self.size, self.stride = size, stride
+            self.size, self.stride, self.grid = size, stride, grid
             self.normalized = normalize_patches(patches.contiguous())
             self.by_offset = (patches.reshape(count, width // (size * size), size * size)
                               .permute(2, 0, 1).contiguous())
@@ -47,7 +54,8 @@ class PatchBank:
     @classmethod
     def from_features(cls, style_features: torch.Tensor, size: int, stride: int = 1) -> PatchBank:
         """The bank of every patch of (1, C, Hs, Ws) style features."""
-        return cls(extract_patches(style_features.detach(), size, stride), size, stride)
+        return cls(extract_patches(style_features.detach(), size, stride), size, stride,
+                   patch_grid(*style_features.shape[-2:], size, stride))
 
     def __len__(self) -> int:
         return self.normalized.shape[0]
@@ -74,7 +82,7 @@ class MRFTarget:
         `memory_format`: that of the features the loss will see, so it runs without copies.
         """
         size, stride = bank.size, bank.stride
-        rows, columns = (height - size) // stride + 1, (width - size) // stride + 1
+        rows, columns = patch_grid(height, width, size, stride)
         if index.numel() != rows * columns:
             raise ValueError(f"{index.numel()} matches for a {rows}x{columns} patch grid")
         channels = bank.by_offset.shape[2]
