@@ -141,7 +141,7 @@ data-content="$content_name" data-run="$run" data-row="$row" data-loss="$loss" d
 _PARAMETERS = (("a1", "alpha_global"), ("a2", "alpha_local"), ("a3", "alpha_content"), ("tv", "tv_weight"),
                ("size", "size"), ("levels", "levels"), ("iters", "iters"), ("seed", "seed"),
                ("match", "match_every"), ("search", "search_dim"), ("rerank", "search_candidates"),
-               ("weights", "weights"))
+               ("step", "search_step"), ("weights", "weights"))
 _LOSSES = (("global", "loss_global"), ("local", "loss_local"), ("content", "loss_content"),
            ("total", "loss_total"))
 

@@ -36,6 +36,7 @@ SCHEMA = pa.schema([
     ("match_every", pa.int64()),
     ("search_dim", pa.int64()),
     ("search_candidates", pa.int64()),
+    ("search_step", pa.int64()),  # null in tables written before it existed
     ("weights", pa.string()),
     ("params", pa.string()),  # every synthesis parameter as JSON, defaults included
     ("status", pa.string()),  # ok / skipped / failed

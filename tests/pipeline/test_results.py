@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import duckdb
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.results import SCHEMA, ResultsWriter, finished_outputs, parquet_bytes, read_results, to_table
@@ -75,3 +76,18 @@ def test_finished_outputs_are_the_ok_rows_of_any_run(folder):
     writer.close()
     assert finished_outputs(Storage(), folder) == {"/out/a.png": "r1"}
     assert finished_outputs(Storage(), parse_location("/nonexistent/results")) == {}
+
+
+def test_a_table_written_before_a_column_existed_reads_with_that_column_empty(tmp_path, folder):
+    """Results folders outlive versions: a file without a newer column (search_step) still reads,
+    beside a file that has it, and a rerun still finds the rows it finished."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "results").mkdir()
+    older = to_table([record(1) | {"run_id": "old"}]).drop_columns(["search_step"])
+    pq.write_table(older, tmp_path / "results" / "run-old.parquet")
+    newer = to_table([record(2) | {"run_id": "new", "search_step": 2}])
+    pq.write_table(newer, tmp_path / "results" / "run-new.parquet")
+    table = read_results(Storage(), folder).sort_by("row")
+    assert table["search_step"].to_pylist() == [None, 2]
+    assert finished_outputs(Storage(), folder) == {"/out/1.png": "old", "/out/2.png": "new"}
