@@ -8,8 +8,10 @@
 3. A per-level normalised bank against rebuilding it at every evaluation.
 4. channels_last VGG-19: forward+backward and a whole evaluation that reuses matches.
 5. torch.compile of the loss terms (Gram, MRF, content) of an evaluation that reuses matches.
+6. The coherent search: the reduced search on every 2nd or 3rd row and column of the
+   query grid only, propagated to the other queries, against searching every query.
 
-    .venv/bin/python -m bench.directions [--size 512] [--repeats 3] [--skip-compile]
+    .venv/bin/python -m bench.directions [--size 512] [--repeats 3] [--sections 1 2 3 4 5 6]
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from stylecore import FusionParams, Stylizer
 from stylecore.matching import (ProjectedBank, approximate_nearest_patches, nearest_patches, normalize_patches,
                                 project_bank)
 from stylecore.objective import FusionObjective
-from stylecore.patches import extract_patches
+from stylecore.patches import PatchBank, extract_patches, patch_grid
+from stylecore.propagation import propagated_nearest_patches
 from stylecore.vgg import VGGFeatures
 
 
@@ -180,11 +183,45 @@ def compiled_terms(stylizer: Stylizer, content: torch.Tensor, style: torch.Tenso
                                          ["first compiled call (compilation)", f"{compile_seconds:.1f}"]])
 
 
+def coherent_search(stylizer: Stylizer, synthesis: torch.Tensor, style_features: torch.Tensor,
+                    repeats: int) -> None:
+    """Step 1 (every query searched) against steps 2 and 3 (anchors searched, the rest propagated),
+    with no current matches to fall back on: a level's first refresh, the hardest case."""
+    device = stylizer.device
+    queries = extract_patches(synthesis, 3).contiguous()
+    grid = patch_grid(*synthesis.shape[-2:], 3)
+    bank = PatchBank.from_features(style_features, 3)
+    projected = project_bank(bank.normalized, DEFAULT.search_dim)
+    exact = nearest_patches(queries, bank.normalized)
+    unit_queries = normalize_patches(queries)
+    best = (unit_queries * bank.normalized[exact]).sum(dim=1)
+    exact_seconds = median_seconds(lambda: nearest_patches(queries, bank.normalized), device, repeats)
+    rows = [["exact", "-", f"{exact_seconds:.3f}", "1.0x", "100%", "0", "0"]]
+    for step in (1, 2, 3):
+        def search(step: int = step) -> torch.Tensor:
+            if step == 1:
+                return approximate_nearest_patches(queries, bank.normalized, projected,
+                                                   DEFAULT.search_candidates).index
+            return propagated_nearest_patches(queries, grid, bank.normalized, bank.grid, projected, step,
+                                              candidates=DEFAULT.search_candidates)
+
+        seconds = median_seconds(search, device, repeats)
+        found = search()
+        loss = best - (unit_queries * bank.normalized[found]).sum(dim=1)
+        anchors = "every query" if step == 1 else f"every {step}th row and column"
+        rows.append([f"reduced d={DEFAULT.search_dim} r={DEFAULT.search_candidates}", anchors, f"{seconds:.3f}",
+                     f"{exact_seconds / seconds:.1f}x", f"{(found == exact).float().mean().item():.1%}",
+                     f"{loss.mean().item():.1e}", f"{loss.max().item():.3f}"])
+    print(f"\n6. coherent search, {len(queries)} queries ({grid[0]}x{grid[1]}) x {len(bank)} style patches")
+    print_table(["search", "searched globally", "seconds", "speed-up", "exact NN found", "mean NCC loss",
+                 "worst NCC loss"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
@@ -196,12 +233,16 @@ def main() -> None:
         synthesis = stylizer.extractor(partly_stylized(stylizer, args.size), (DEFAULT.local_layer,))
     queries = extract_patches(synthesis[DEFAULT.local_layer], 3).contiguous()
     normalized_bank = normalize_patches(extract_patches(style_features, 3).contiguous())
-    reduced_search(stylizer, queries, normalized_bank, args.repeats)
-    precision(stylizer, queries, normalized_bank, args.repeats)
-    normalised_bank(stylizer, style_features, args.repeats)
-    memory_format(stylizer, content, style, args.repeats)
-    if not args.skip_compile:
-        compiled_terms(stylizer, content, style, args.repeats)
+    sections: dict[int, Callable[[], None]] = {
+        1: lambda: reduced_search(stylizer, queries, normalized_bank, args.repeats),
+        2: lambda: precision(stylizer, queries, normalized_bank, args.repeats),
+        3: lambda: normalised_bank(stylizer, style_features, args.repeats),
+        4: lambda: memory_format(stylizer, content, style, args.repeats),
+        5: lambda: compiled_terms(stylizer, content, style, args.repeats),
+        6: lambda: coherent_search(stylizer, synthesis[DEFAULT.local_layer], style_features, args.repeats),
+    }
+    for section in args.sections:
+        sections[section]()
     print(f"\nload average at the end: {machine().rsplit('load average ', 1)[1]}")
 
 

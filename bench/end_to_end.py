@@ -36,7 +36,7 @@ def describe(params: FusionParams) -> str:
     if params.match_every == 1:
         return "exact matching at every evaluation"
     default = " (default)" if params.match_every == DEFAULT.match_every else ""
-    return (f"reduced search d={params.search_dim} r={params.search_candidates}, "
+    return (f"reduced search d={params.search_dim} r={params.search_candidates} step {params.search_step}, "
             f"refresh every {params.match_every}{default}")
 
 
