@@ -55,14 +55,16 @@ def propagated_candidates(anchor_matches: torch.Tensor, grid: tuple[int, int], b
 
 @torch.no_grad()
 def best_candidates(queries: torch.Tensor, normalized_bank: torch.Tensor, candidates: torch.Tensor,
-                    budget_bytes: int = 256 * 2**20) -> torch.Tensor:
+                    budget_bytes: int = 256 * 2**20, query_block: int = 256) -> torch.Tensor:
     """(P,) the row of `candidates` (P, K) whose bank row has the highest normalised cross-correlation.
 
     Queries need not be normalised (it does not change an arg max). The gathered
-    candidates are taken in query blocks that fit in `budget_bytes`.
+    candidates are taken `query_block` queries at a time (~12 MB at 512/512, which stays
+    in cache: 2.8x faster on a CPU than blocks filling the 256 MiB budget), fewer if
+    even that would not fit in `budget_bytes`.
     """
     count, width = candidates.shape[1], normalized_bank.shape[1]
-    block = max(1, budget_bytes // (count * width * queries.element_size()))
+    block = max(1, min(query_block, budget_bytes // (count * width * queries.element_size())))
     best = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
     for start in range(0, queries.shape[0], block):
         rows = candidates[start:start + block]
@@ -85,6 +87,7 @@ def propagated_nearest_patches(queries: torch.Tensor, grid: tuple[int, int], nor
     worse match than the one it had. `step` = 1 searches every query globally.
     """
     rows, columns = grid
+    queries = queries.contiguous()  # rows are gathered below: from a transposed view (unfold's) each is strided
     anchor_rows = anchor_positions(rows, step, queries.device)
     anchor_columns = anchor_positions(columns, step, queries.device)
     anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)
