@@ -87,7 +87,7 @@ def propagated_nearest_patches(queries: torch.Tensor, grid: tuple[int, int], nor
     worse match than the one it had. `step` = 1 searches every query globally.
     """
     rows, columns = grid
-    queries = queries.contiguous()  # rows are gathered below: from a transposed view (unfold's) each is strided
+    queries = queries.contiguous()  # rows are gathered below: from a strided view each would be scattered
     anchor_rows = anchor_positions(rows, step, queries.device)
     anchor_columns = anchor_positions(columns, step, queries.device)
     anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)

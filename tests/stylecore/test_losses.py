@@ -23,9 +23,9 @@ def naive_gram(features: torch.Tensor) -> torch.Tensor:
 
 
 def naive_patches(features: torch.Tensor, size: int, stride: int) -> list[tuple[int, int, torch.Tensor]]:
-    """(top, left, flattened C*size*size patch in (c, dy, dx) order) for every patch position."""
+    """(top, left, flattened size*size*C patch in (dy, dx, c) order) for every patch position."""
     _, _, h, w = features.shape
-    return [(y, x, features[0, :, y:y + size, x:x + size].reshape(-1))
+    return [(y, x, features[0, :, y:y + size, x:x + size].permute(1, 2, 0).reshape(-1))
             for y in range(0, h - size + 1, stride) for x in range(0, w - size + 1, stride)]
 
 
@@ -121,7 +121,7 @@ def naive_mrf(features: torch.Tensor, style: torch.Tensor, size: int, stride: in
     matches = naive_nearest(torch.stack([p.detach() for _, _, p in synthesis]), bank)
     total = torch.zeros(())
     for (y, x, patch), match in zip(synthesis, matches):
-        weight = (1 / count[y:y + size, x:x + size]).expand(c, size, size).reshape(-1)
+        weight = (1 / count[y:y + size, x:x + size]).unsqueeze(2).expand(size, size, c).reshape(-1)
         total = total + (weight * (patch - bank[match]) ** 2).sum()
     return 0.5 * total
 
@@ -134,7 +134,7 @@ def cnnmrf_gradient(features: torch.Tensor, style: torch.Tensor, size: int, stri
     synthesis = naive_patches(features, size, stride)
     matches = naive_nearest(torch.stack([p for _, _, p in synthesis]), bank)
     for (y, x, patch), match in zip(synthesis, matches):
-        total[:, y:y + size, x:x + size] += (patch - bank[match]).reshape(c, size, size)
+        total[:, y:y + size, x:x + size] += (patch - bank[match]).reshape(size, size, c).permute(2, 0, 1)
         count[y:y + size, x:x + size] += 1
     return (total / count.clamp_min(1)).unsqueeze(0)
 

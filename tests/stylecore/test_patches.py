@@ -28,9 +28,9 @@ def test_patch_bank_layouts_hold_the_same_patches():
     assert len(bank) == rows.shape[0] and bank.patch_length == 27
     assert torch.allclose(bank.normalized * rows.norm(dim=1, keepdim=True), rows)
     for patch, row in enumerate(rows):
-        by_offset = row.reshape(3, 9)  # (C, dy * 3 + dx)
-        assert torch.equal(bank.by_offset[:, patch], by_offset.t())
-        assert torch.allclose(bank.energy[:, patch], by_offset.square().sum(dim=0))
+        by_offset = row.reshape(9, 3)  # (dy * 3 + dx, C)
+        assert torch.equal(bank.by_offset[:, patch], by_offset)
+        assert torch.allclose(bank.energy[:, patch], by_offset.square().sum(dim=1))
 
 
 def naive_target_loss(features: torch.Tensor, matched: list[torch.Tensor], size: int, stride: int) -> torch.Tensor:
@@ -43,7 +43,7 @@ def naive_target_loss(features: torch.Tensor, matched: list[torch.Tensor], size:
         count[y:y + size, x:x + size] += 1
     total = torch.zeros(())
     for (y, x, patch), target in zip(positions, matched):
-        weight = (1 / count[y:y + size, x:x + size]).expand(c, size, size).reshape(-1)
+        weight = (1 / count[y:y + size, x:x + size]).unsqueeze(2).expand(size, size, c).reshape(-1)
         total = total + (weight * (patch - target) ** 2).sum()
     return 0.5 * total
 
