@@ -1,20 +1,24 @@
-"""Unweighted distances of a result to its style and content images, for comparing methods.
+"""How good a result is, measured the same way whatever produced it.
 
-They reuse the loss definitions (Gram on the global layers, exact nearest-patch MRF on
-the local layer, feature MSE on the content layer) without the alphas, so the results
-of global-only, local-only and fusion runs can be put side by side.
+`distances`: unweighted distances to the style and content images (Gram on the global
+layers, exact nearest-patch MRF on the local layer, feature MSE on the content layer),
+so that global-only, local-only and fusion runs can be put side by side.
+`exact_objective`: the weighted terms of Eq. (1) with exact matching, so that runs made
+with different matching settings can be compared on what they all minimise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from stylecore.images import fit_long_side, resize
 from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import nearest_patches, normalize_patches
+from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
+from stylecore.progress import LossTerms
 from stylecore.patches import extract_patches
 from stylecore.vgg import VGGFeatures
 
@@ -28,6 +32,28 @@ class Distances:
     content: float  # feature MSE on the content layer
 
 
+def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
+                  params: FusionParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`image`, `content` and `style` (RGB 0..1) in network space on the extractor's device, sized as
+    at the finest synthesis level: the content at the image's size, the style at the image's
+    longest side (or `params.style_size`)."""
+    device = next(extractor.parameters()).device
+    height, width = image.shape[-2:]
+    style_height, style_width = fit_long_side(*style.shape[-2:], params.style_size or max(height, width))
+    normalize = extractor.normalization
+    return (normalize(image.to(device)), normalize(resize(content.to(device), height, width)),
+            normalize(resize(style.to(device), style_height, style_width)))
+
+
+@torch.no_grad()
+def exact_objective(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
+                    params: FusionParams | None = None) -> LossTerms:
+    """The weighted loss terms of `image` (1, 3, H, W, RGB 0..1) under `params`, matched exactly."""
+    params = replace(params or FusionParams(), match_every=1)
+    net_image, net_content, net_style = finest_inputs(extractor, image, content, style, params)
+    return to_loss_terms(FusionObjective(extractor, net_content, net_style, params).terms(net_image))
+
+
 @torch.no_grad()
 def distances(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
               params: FusionParams | None = None) -> Distances:
@@ -37,13 +63,10 @@ def distances(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor
     (or `params.style_size`), as at the finest synthesis level.
     """
     params = params or FusionParams()
-    device = next(extractor.parameters()).device
-    height, width = image.shape[-2:]
-    style_height, style_width = fit_long_side(*style.shape[-2:], params.style_size or max(height, width))
-    normalize = extractor.normalization
-    image_features = extractor(normalize(image.to(device)), params.layers)
-    style_features = extractor(normalize(resize(style.to(device), style_height, style_width)), params.layers)
-    content_features = extractor(normalize(resize(content.to(device), height, width)), (params.content_layer,))
+    net_image, net_content, net_style = finest_inputs(extractor, image, content, style, params)
+    image_features = extractor(net_image, params.layers)
+    style_features = extractor(net_style, params.layers)
+    content_features = extractor(net_content, (params.content_layer,))
 
     gram = sum(float(gram_loss(image_features[layer], gram_matrix(style_features[layer])))
                for layer in params.global_layers)

@@ -11,7 +11,7 @@ from torch import nn
 from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import ApproximateMatch, approximate_nearest_patches, nearest_patches, project_bank
 from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of, patch_grid
-from stylecore.propagation import propagated_nearest_patches
+from stylecore.propagation import best_candidates, propagated_nearest_patches
 
 
 class GlobalStyleLoss(nn.Module):
@@ -25,7 +25,7 @@ class GlobalStyleLoss(nn.Module):
         return torch.stack([gram_loss(features[layer], target) for layer, target in self.targets.items()]).sum()
 
 
-SearchKind = Literal["exact", "reduced", "none"]
+SearchKind = Literal["exact", "reduced", "reduced_all", "none"]
 
 
 class LocalStyleLoss(nn.Module):
@@ -37,19 +37,20 @@ class LocalStyleLoss(nn.Module):
     the scheduled refreshes use the reduced-dimension search (`search_dim` principal
     directions, `search_candidates` re-ranked exactly), run on every `search_step`-th
     row and column of the patch grid and spread to the rest by propagation
-    (`stylecore.propagation`), except that the last `match_every` of a level's
-    `evaluations` run on an exact search's matches; `forward(..., refresh=True)` forces
-    an exact search (the final loss).
+    (`stylecore.propagation`); the last `match_every` of a level's `evaluations` run on
+    the matches of a more thorough refresh, the reduced search over every patch (or, with
+    `exact_level_end`, an exact search). A refresh keeps a patch's current match wherever
+    that scores higher than what the search found.
     """
 
     def __init__(self, style_features: torch.Tensor, size: int = 3, stride: int = 1,
                  match_every: int = 1, budget_bytes: int = 256 * 2**20,
                  search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0,
-                 evaluations: int | None = None, search_step: int = 1) -> None:
+                 evaluations: int | None = None, search_step: int = 1, exact_level_end: bool = False) -> None:
         """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
 
-        `search_dim` = 0, or at least the patch length C*size*size, always searches exactly.
-        `evaluations`: loss evaluations planned for the level; None plans no exact refresh.
+        `search_dim` = 0, or at least the patch length size*size*C, always searches exactly.
+        `evaluations`: loss evaluations planned for the level; None plans no level-end refresh.
         """
         super().__init__()
         self.bank = PatchBank.from_features(style_features, size, stride)
@@ -57,11 +58,12 @@ class LocalStyleLoss(nn.Module):
         self.budget_bytes, self.search_candidates, self.search_step = budget_bytes, search_candidates, search_step
         reduced = self.match_every > 1 and 0 < search_dim < self.bank.patch_length
         self.projected_bank = project_bank(self.bank.normalized, search_dim) if reduced else None
-        self.exact_refresh_at = None if evaluations is None else max(0, evaluations - self.match_every)
-        self._reduced_at: set[int] = set()  # evenly spaced before the exact refresh, when there is one
-        if self.exact_refresh_at is not None:
-            segments = math.ceil(self.exact_refresh_at / self.match_every)
-            self._reduced_at = {step * self.exact_refresh_at // segments for step in range(segments)}
+        self.level_end_search: SearchKind = "exact" if exact_level_end or not reduced else "reduced_all"
+        self.last_refresh_at = None if evaluations is None else max(0, evaluations - self.match_every)
+        self._reduced_at: set[int] = set()  # evenly spaced before the level-end refresh, when there is one
+        if self.last_refresh_at is not None:
+            segments = math.ceil(self.last_refresh_at / self.match_every)
+            self._reduced_at = {step * self.last_refresh_at // segments for step in range(segments)}
         self.last_search: ApproximateMatch | None = None
         self._matches: torch.Tensor | None = None
         self._target: MRFTarget | None = None
@@ -71,11 +73,13 @@ class LocalStyleLoss(nn.Module):
         """How the `evaluation`-th call (from 0) of `forward` matches: the level's schedule.
 
         Searches at most every `match_every` evaluations: from evaluation 0 on, evenly
-        spaced up to the exact refresh (so none is wasted just before it), then none.
+        spaced up to the level-end refresh (so none is wasted just before it), then none.
         """
-        if self.match_every == 1 or evaluation == self.exact_refresh_at:
+        if self.match_every == 1:
             return "exact"
-        if self.exact_refresh_at is None:
+        if evaluation == self.last_refresh_at:
+            return self.level_end_search
+        if self.last_refresh_at is None:
             refresh = evaluation % self.match_every == 0
         else:
             refresh = evaluation in self._reduced_at
@@ -83,32 +87,36 @@ class LocalStyleLoss(nn.Module):
             return "none"
         return "reduced" if self.projected_bank is not None else "exact"
 
-    def match(self, features: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    def match(self, features: torch.Tensor, search: SearchKind = "exact") -> torch.Tensor:
         """Index into the bank of the nearest style patch for every patch of `features`, (P,).
 
-        `exact=False` uses the reduced-dimension search where this loss has one: with a
-        `search_step` > 1 on anchors only, propagated to the other queries (the current
-        matches among their candidates); with a step of 1 on every query, keeping its
+        "exact" searches the whole bank exactly. The reduced searches need a reduced bank
+        (else they search exactly) and never return a worse match than the current one:
+        "reduced" searches every `search_step`-th row and column and propagates to the
+        rest, "reduced_all" (or a step of 1) searches every patch, keeping the search's
         certificate in `last_search`.
         """
         queries = extract_patches(features.detach(), self.bank.size, self.bank.stride)
-        if exact or self.projected_bank is None:
+        if search == "exact" or self.projected_bank is None:
             return nearest_patches(queries, self.bank.normalized, self.budget_bytes)
-        if self.search_step > 1 and self.bank.grid is not None:
+        if search == "reduced" and self.search_step > 1 and self.bank.grid is not None:
             grid = patch_grid(features.shape[-2], features.shape[-1], self.bank.size, self.bank.stride)
             return propagated_nearest_patches(queries, grid, self.bank.normalized, self.bank.grid,
                                               self.projected_bank, self.search_step, self._matches,
                                               self.search_candidates, self.budget_bytes)
         self.last_search = approximate_nearest_patches(queries, self.bank.normalized, self.projected_bank,
                                                        self.search_candidates, self.budget_bytes)
-        return self.last_search.index
+        if self._matches is None:
+            return self.last_search.index
+        return best_candidates(queries, self.bank.normalized,
+                               torch.stack([self.last_search.index, self._matches], dim=1), self.budget_bytes)
 
-    def forward(self, features: torch.Tensor, refresh: bool = False) -> torch.Tensor:
-        """Local loss of (1, C, H, W) features; `refresh=True` re-matches now, exactly."""
-        search = "exact" if refresh else self.planned_search(self._evaluation)
+    def forward(self, features: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """Local loss of (1, C, H, W) features; `final=True` re-matches now as the level-end refresh does."""
+        search = self.level_end_search if final else self.planned_search(self._evaluation)
         self._evaluation += 1
         if search != "none":
-            self._matches = self.match(features, exact=search == "exact")
+            self._matches = self.match(features, search)
             self._target = MRFTarget(self.bank, self._matches, features.shape[-2], features.shape[-1],
                                      memory_format_of(features))
         assert self._target is not None, "the schedule searches at evaluation 0"

@@ -30,7 +30,8 @@ class FusionObjective:
         self.local_loss = LocalStyleLoss(style_features[params.local_layer], params.patch_size,
                                          params.patch_stride, params.match_every, params.search_budget_bytes,
                                          params.search_dim, params.search_candidates, params.reuse_min_patches,
-                                         evaluations=params.iterations, search_step=params.search_step)
+                                         evaluations=params.iterations, search_step=params.search_step,
+                                         exact_level_end=params.exact_level_end)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod
@@ -44,18 +45,19 @@ class FusionObjective:
             layers.append(params.content_layer)
         return tuple(dict.fromkeys(layers)) or (params.content_layer,)
 
-    def terms(self, image: torch.Tensor, exact: bool = False) -> dict[str, torch.Tensor]:
+    def terms(self, image: torch.Tensor, final: bool = False) -> dict[str, torch.Tensor]:
         """Weighted loss terms (0-d tensors) of a (1, 3, H, W) network-space image.
 
         The local loss matches on its level's schedule (`LocalStyleLoss.planned_search`);
-        `exact=True` forces a fresh exact nearest-patch search instead (the final loss).
+        `final=True` re-matches now as the level-end refresh does (the final loss: exact
+        in the paper's mode, the reduced search over every patch otherwise).
         """
         params = self.params
         features = self.extractor(image, self.layers)
         zero = image.new_zeros(())
         return {
             "global": params.alpha_global * self.global_loss(features) if params.alpha_global > 0 else zero,
-            "local": (params.alpha_local * self.local_loss(features[params.local_layer], refresh=exact)
+            "local": (params.alpha_local * self.local_loss(features[params.local_layer], final=final)
                       if params.alpha_local > 0 else zero),
             "content": (params.alpha_content * self.content_loss(features[params.content_layer])
                         if params.alpha_content > 0 else zero),

@@ -72,6 +72,12 @@ class FusionParams:
     # made a 512 px synthesis 4.8% faster (a refresh 1.8x cheaper) for a final exact
     # objective 0.85 points higher (+0.48% against the exact run, step 1 -0.37%).
     search_step: int = 2
+    # The last refresh of each level (the one `match_every` evaluations before its end)
+    # and the final loss search every patch with the reduced search; True makes them exact
+    # searches instead. At 512/512 an exact search costs ~4x the VGG pass (~8 s on 2
+    # cores) against ~1.8 s for the reduced one, which finds ~99% of the exact nearest
+    # patches (BENCHMARKS.md, direction 7).
+    exact_level_end: bool = False
     # Working-memory budget of the nearest-patch search, in bytes of similarity scores.
     search_budget_bytes: int = 256 * 2**20
 

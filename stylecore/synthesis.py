@@ -42,7 +42,7 @@ class SynthesisResult:
     """The stylized image and what it cost."""
 
     image: torch.Tensor  # (1, 3, H, W), RGB 0..1, on the CPU
-    losses: LossTerms  # weighted terms of the returned image, with exact matching
+    losses: LossTerms  # weighted terms of the returned image, matched as the last level's end matched
     evaluations: int  # loss evaluations over all levels
     seconds: float
     device: str
@@ -142,7 +142,7 @@ class Stylizer:
             image, spent = self._optimize(image, objective, params, number, len(levels), started, callback)
             evaluations += spent
         with torch.no_grad():
-            final = to_loss_terms(objective.terms(image, exact=True))
+            final = to_loss_terms(objective.terms(image, final=True))
         return SynthesisResult(normalize.inverse(image).clamp(0, 1).cpu(), final, evaluations,
                                time.perf_counter() - started, str(self.device))
 

@@ -111,13 +111,33 @@ def test_matches_are_reused_for_match_every_evaluations_then_refreshed():
     assert torch.allclose(values[3], mrf_loss(fourth, loss.bank)), "the 4th evaluation must search again"
 
 
-def test_refresh_forces_an_exact_search_even_where_the_reduced_search_errs():
+def test_the_final_loss_searches_exactly_with_exact_level_end_even_where_the_reduced_search_errs():
     style, *others = feature_maps(4, 9)
-    loss = LocalStyleLoss(style, match_every=2, search_dim=2, search_candidates=1)
-    approximate = [loss(features, refresh=False) for features in others[:-1] for _ in range(2)]
+    loss = LocalStyleLoss(style, match_every=2, search_dim=2, search_candidates=1, exact_level_end=True)
+    approximate = [loss(features) for features in others[:-1] for _ in range(2)]
     assert loss.last_search is not None and not loss.last_search.certified.all()
     assert not all(torch.allclose(value, mrf_loss(f, loss.bank)) for value, f in zip(approximate[::2], others))
-    assert torch.allclose(loss(others[-1], refresh=True), mrf_loss(others[-1], loss.bank))
+    assert torch.allclose(loss(others[-1], final=True), mrf_loss(others[-1], loss.bank))
+
+
+def test_the_level_end_refresh_searches_every_patch_and_keeps_better_current_matches():
+    """Without exact_level_end the last refresh is the reduced search over every patch (no
+    propagation, whatever the step), and a patch whose current match scores higher keeps it."""
+    style, synthesis, drift = feature_maps(8, 3)
+    loss = LocalStyleLoss(style, match_every=3, search_dim=2, search_candidates=1, search_step=2, evaluations=9)
+    assert loss.level_end_search == "reduced_all"
+    loss(synthesis)
+    loss._matches = current = nearest_patches(extract_patches(synthesis, 3), loss.bank.normalized)
+    drifted = synthesis + 0.5 * drift
+    found = loss.match(drifted, "reduced_all")
+    searched = loss.last_search.index
+    assert len(searched) == len(found), "every patch searched, none propagated"
+
+    def scores(index: torch.Tensor) -> torch.Tensor:
+        return (normalize_patches(extract_patches(drifted, 3)) * loss.bank.normalized[index]).sum(dim=1)
+
+    assert torch.allclose(scores(found), torch.maximum(scores(searched), scores(current)))
+    assert not torch.equal(found, searched) and not torch.equal(found, current), "both sources must contribute"
 
 
 def test_match_every_one_is_the_exact_mode_without_a_reduced_bank():
@@ -137,39 +157,45 @@ def test_banks_below_the_reuse_threshold_match_exactly_at_every_evaluation():
     assert torch.allclose(small(second), mrf_loss(second, small.bank))
 
 
-@pytest.mark.parametrize(("match_every", "evaluations", "expected"), [
-    (3, 10, "R.R.R..E.."),  # reduced refreshes evenly spaced, the last 3 on an exact search's matches
-    (4, 10, "R..R..E..."),
-    (5, 10, "R....E...."),
-    (10, 100, ("R" + "." * 9) * 9 + "E" + "." * 9),  # the default
-    (20, 10, "E........."),  # fewer evaluations than match_every: one exact search
-    (1, 4, "EEEE"),  # the paper's mode
-    (3, None, "R..R..R..R"),  # no planned end of level
+SEARCH_LETTERS = {"exact": "E", "reduced": "R", "reduced_all": "A", "none": "."}
+
+
+@pytest.mark.parametrize(("match_every", "evaluations", "exact_level_end", "expected"), [
+    (3, 10, False, "R.R.R..A.."),  # reduced refreshes evenly spaced, the last 3 on a search of every patch
+    (4, 10, False, "R..R..A..."),
+    (5, 10, True, "R....E...."),  # the level-end refresh exact on request
+    (10, 100, False, ("R" + "." * 9) * 9 + "A" + "." * 9),
+    (20, 10, False, "A........."),  # fewer evaluations than match_every: one search of every patch
+    (1, 4, False, "EEEE"),  # the paper's mode
+    (3, None, False, "R..R..R..R"),  # no planned end of level
 ])
-def test_planned_search_schedule(match_every, evaluations, expected):
+def test_planned_search_schedule(match_every, evaluations, exact_level_end, expected):
     style = feature_maps(7, 1)[0]
-    loss = LocalStyleLoss(style, match_every=match_every, search_dim=2, evaluations=evaluations)
-    kinds = "".join(loss.planned_search(evaluation)[0].upper() for evaluation in range(len(expected)))
-    assert kinds.replace("N", ".") == expected
+    loss = LocalStyleLoss(style, match_every=match_every, search_dim=2, evaluations=evaluations,
+                          exact_level_end=exact_level_end)
+    kinds = "".join(SEARCH_LETTERS[loss.planned_search(evaluation)] for evaluation in range(len(expected)))
+    assert kinds == expected
 
 
-def test_each_level_ends_on_an_exact_refresh(stylizer, monkeypatch):
+@pytest.mark.parametrize(("exact_level_end", "level_end"), [(False, "reduced_all"), (True, "exact")])
+def test_each_level_ends_on_the_level_end_refresh(stylizer, monkeypatch, exact_level_end, level_end):
     """A real synthesis searches on the schedule: with match_every K the last K evaluations
-    of a level use exact matches, and the result's losses are evaluated with exact matching."""
-    searches: list[bool] = []
+    of a level use the level-end refresh's matches, and the result's losses are matched
+    the same way."""
+    searches: list[str] = []
     original = LocalStyleLoss.match
 
-    def recording(self: LocalStyleLoss, features: torch.Tensor, exact: bool = True) -> torch.Tensor:
-        searches.append(exact)
-        return original(self, features, exact)
+    def recording(self: LocalStyleLoss, features: torch.Tensor, search: str = "exact") -> torch.Tensor:
+        searches.append(search)
+        return original(self, features, search)
 
     monkeypatch.setattr(LocalStyleLoss, "match", recording)
     content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
     result = stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8,
-                                                   reuse_min_patches=0))
+                                                   reuse_min_patches=0, exact_level_end=exact_level_end))
     assert result.evaluations == 12
-    level = [False, True]  # a reduced search at evaluation 0, the exact one at 6 - 4 = 2
-    assert searches == level + level + [True]
+    level = ["reduced", level_end]  # the reduced search at evaluation 0, the level end's at 6 - 4 = 2
+    assert searches == level + level + [level_end]
 
 
 @pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0), ("reuse_min_patches", -1)])

@@ -109,7 +109,7 @@ def test_the_local_loss_uses_the_coherent_search_between_exact_refreshes():
     everywhere = LocalStyleLoss(style, match_every=3, search_dim=4, search_step=1, evaluations=9)
     coherent(synthesis), everywhere(synthesis)
     assert coherent.last_search is None and everywhere.last_search is not None
-    assert torch.equal(coherent.match(synthesis, exact=True), everywhere.match(synthesis, exact=True))
+    assert torch.equal(coherent.match(synthesis, "exact"), everywhere.match(synthesis, "exact"))
 
 
 def test_search_step_must_be_positive():
