@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from stylecore.allocator import retain_freed_memory
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
@@ -108,10 +109,18 @@ def as_image_tensor(image: ImageInput) -> torch.Tensor:
 
 
 class Stylizer:
-    """One VGG-19 on one device, reused for any number of syntheses (what a worker holds)."""
+    """One VGG-19 on one device, reused for any number of syntheses (what a worker holds).
 
-    def __init__(self, weights: str | VGGWeights = "caffe", device: str | torch.device = "auto") -> None:
+    On the CPU, `retain_memory` (the default) makes the process keep freed tensor memory
+    for reuse (`stylecore.allocator.retain_freed_memory`, process-wide): each evaluation
+    is 10-20% faster at 512 px for ~0.4 GiB more resident memory (BENCHMARKS.md).
+    """
+
+    def __init__(self, weights: str | VGGWeights = "caffe", device: str | torch.device = "auto",
+                 retain_memory: bool = True) -> None:
         self.device = resolve_device(device)
+        if retain_memory and self.device.type == "cpu":
+            retain_freed_memory()
         loaded = load_weights(weights) if isinstance(weights, str) else weights
         self.weights_source = loaded.source
         self.extractor = VGGFeatures(loaded).to(self.device)
