@@ -124,7 +124,8 @@ def main() -> None:
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
     print(f"default matching: match_every={DEFAULT.match_every}, search_dim={DEFAULT.search_dim}, "
-          f"search_candidates={DEFAULT.search_candidates}, search_step={DEFAULT.search_step}; seconds are medians of {args.repeats} interleaved rounds")
+          f"search_candidates={DEFAULT.search_candidates}, search_step={DEFAULT.search_step}; "
+          f"seconds are medians of {args.repeats} interleaved rounds")
     rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
     print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",
                  "ratio", "peak memory"], rows)

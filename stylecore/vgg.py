@@ -91,7 +91,8 @@ class VGGFeatures(nn.Module):
         wanted = {LAYER_INDEX[name]: name for name in layers}
         deepest = max(wanted)
         if deepest >= len(self.layers):
-            raise ValueError(f"layer {wanted[deepest]} is deeper than this extractor's {LAYER_NAMES[len(self.layers) - 1]}")
+            raise ValueError(f"layer {wanted[deepest]} is deeper than this extractor's "
+                             f"{LAYER_NAMES[len(self.layers) - 1]}")
         outputs: dict[str, torch.Tensor] = {}
         x = net_input
         for index, module in enumerate(self.layers[: deepest + 1]):

@@ -43,7 +43,8 @@ def test_candidates_are_the_surrounding_anchors_matches_shifted_and_clamped_to_t
 
 def test_best_candidate_is_the_exact_arg_max_in_any_number_of_blocks():
     generator = torch.Generator().manual_seed(3)
-    queries, bank = torch.randn(50, 12, generator=generator), normalize_patches(torch.randn(40, 12, generator=generator))
+    queries = torch.randn(50, 12, generator=generator)
+    bank = normalize_patches(torch.randn(40, 12, generator=generator))
     candidates = torch.randint(0, 40, (50, 5), generator=generator)
     naive = torch.stack([row[(bank[row] @ query).argmax()] for query, row in zip(queries, candidates)])
     for budget in (12 * 5 * 4, 10**9):  # one query per block, and all at once
