@@ -21,19 +21,23 @@ def nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor,
 
     `queries` (P, D) need not be normalised: dividing a query by its own norm does not
     change its arg max. The (P, Ps) similarity matrix is never built whole: queries and,
-    if needed, the bank are taken in blocks whose scores fit in `budget_bytes`.
+    if needed, the bank are taken in blocks whose scores fit in `budget_bytes`, all
+    written into one buffer allocated once (a fresh one per block could land beside the
+    last, freed one in a fragmented heap, and hold several budgets' worth of pages).
     """
     budget = max(1, budget_bytes // queries.element_size())
     bank_block = min(normalized_bank.shape[0], budget)
-    query_block = max(1, budget // bank_block)
+    query_block = max(1, min(queries.shape[0], budget // bank_block))
+    scores_buffer = torch.empty(query_block * bank_block, dtype=queries.dtype, device=queries.device)
     best_index = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
     for start in range(0, queries.shape[0], query_block):
         block = queries[start:start + query_block]
         best_score: torch.Tensor | None = None
         for bank_start in range(0, normalized_bank.shape[0], bank_block):
-            scores = block @ normalized_bank[bank_start:bank_start + bank_block].t()
+            bank_rows = normalized_bank[bank_start:bank_start + bank_block]
+            scores = scores_buffer[:len(block) * len(bank_rows)].view(len(block), len(bank_rows))
+            torch.mm(block, bank_rows.t(), out=scores)
             score, index = scores.max(dim=1)
-            del scores  # else the next block's scores are allocated beside it: twice the budget
             index += bank_start
             if best_score is None:
                 best_score, best_index[start:start + len(block)] = score, index
