@@ -38,3 +38,15 @@ def retain_freed_memory() -> bool:
     libc = ctypes.CDLL(None)
     _retaining = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     return _retaining
+
+
+def release_retained_memory() -> None:
+    """Hand every whole free page of the heap back to the kernel, if retention is on.
+
+    What a synthesis calls between pyramid levels and after its last: a level's buffers
+    (4x the area of the last level's) do not fit in the holes the last one left, so
+    without this the holes stay resident beside them (a 1024 px synthesis peaked at
+    6.1 GiB against 4.3 GiB). Within a level every evaluation reuses the same pages.
+    """
+    if _retaining:
+        ctypes.CDLL(None).malloc_trim(0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from stylecore.allocator import retain_freed_memory
+from stylecore.allocator import release_retained_memory, retain_freed_memory
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
@@ -113,7 +113,8 @@ class Stylizer:
 
     On the CPU, `retain_memory` (the default) makes the process keep freed tensor memory
     for reuse (`stylecore.allocator.retain_freed_memory`, process-wide): each evaluation
-    is 10-20% faster at 512 px for ~0.4 GiB more resident memory (BENCHMARKS.md).
+    is 10-20% faster at 512 px for 0.2-0.6 GiB more resident memory (1.2 GiB at 1024 px;
+    BENCHMARKS.md). Free pages go back to the kernel between levels and after a synthesis.
     """
 
     def __init__(self, weights: str | VGGWeights = "caffe", device: str | torch.device = "auto",
@@ -142,6 +143,7 @@ class Stylizer:
                  / 255.0 / normalize.std.cpu()).to(self.device)
         evaluations = 0
         for number, level in enumerate(levels, start=1):
+            release_retained_memory()
             image = resize(image, level.height, level.width)
             objective = FusionObjective(
                 self.extractor,
@@ -152,6 +154,8 @@ class Stylizer:
             evaluations += spent
         with torch.no_grad():
             final = to_loss_terms(objective.terms(image, final=True))
+        del objective
+        release_retained_memory()
         return SynthesisResult(normalize.inverse(image).clamp(0, 1).cpu(), final, evaluations,
                                time.perf_counter() - started, str(self.device))
 
