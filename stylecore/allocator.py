@@ -17,7 +17,7 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 # Free memory at the top of the heap beyond this is still returned to the kernel, so a
-# process that once needed much more (a 1024 px synthesis peaks at ~4 GiB) gives most of
+# process that once needed much more (a 1024 px synthesis peaks at ~5.5 GiB) gives most of
 # it back; 256 MiB to 2 GiB measured alike at 512 px.
 TRIM_THRESHOLD_BYTES = 256 << 20
 
