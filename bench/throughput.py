@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 import torch
 
 from bench.common import CONTENT, IMAGES, STYLE, load_average, machine, print_table
-from pipeline.results import read_results
-from pipeline.runner import RunConfig, run
-from pipeline.storage import Storage, parse_location
+from pipeline.batch.results import read_results
+from pipeline.batch.runner import RunConfig, run
+from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams, Stylizer, load_image
 
 def write_manifest(folder: Path, rows: int, mixed: bool) -> Path:

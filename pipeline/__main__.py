@@ -1,5 +1,5 @@
 """`python -m pipeline` is the `stylebatch` command."""
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 
 app(prog_name="stylebatch")

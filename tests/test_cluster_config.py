@@ -17,7 +17,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from pipeline.storage import parse_location
+from pipeline.storage.store import parse_location
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,32 @@
+"""Deterministic output names, so a rerun of the same row finds the image it made before."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+
+from pipeline.storage.store import Location
+from stylecore import FusionParams
+
+# Fields that change how fast the result is computed but not the result itself.
+_NOT_IN_NAME = frozenset({"search_budget_bytes"})
+
+
+def params_fingerprint(params: FusionParams) -> dict[str, object]:
+    """The parameters that determine a result, as plain JSON-able values."""
+    return {key: value for key, value in dataclasses.asdict(params).items() if key not in _NOT_IN_NAME}
+
+
+def derived_output_name(content: Location, style: Location, params: FusionParams, weights: str) -> str:
+    """'<content stem>__<style stem>__<12 hex digits>.png', the digits hashing inputs and parameters."""
+    identity = json.dumps({"content": str(content), "style": str(style), "weights": weights,
+                           "params": params_fingerprint(params)}, sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return f"{_stem(content.name)}__{_stem(style.name)}__{digest}.png"
+
+
+def _stem(name: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:40] or "image"

@@ -1,0 +1,207 @@
+"""The `stylebatch` command line: thin wrappers over stylecore and the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.cli.console import console, fail
+from stylecore.params import FusionParams
+
+app = typer.Typer(help="Neural style transfer at dataset scale (global + local fusion loss on VGG-19).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+DEFAULTS = FusionParams()
+
+
+@app.callback()
+def main_options() -> None:
+    """stylebatch: stylize images with the fusion loss, one at a time or by the million."""
+
+
+@app.command()
+def stylize(
+    content: Path = typer.Argument(..., help="Content image file."),
+    style: Path = typer.Argument(..., help="Style image file."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the result (format from the extension)."),
+    size: int = typer.Option(DEFAULTS.size, min=1, help="Longest side of the output, pixels."),
+    levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
+    iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations (loss evaluations) per level."),
+    alpha_global: float = typer.Option(DEFAULTS.alpha_global, min=0, help="Weight of the global (Gram) style loss."),
+    alpha_local: float = typer.Option(DEFAULTS.alpha_local, min=0, help="Weight of the local (MRF) style loss."),
+    alpha_content: float = typer.Option(DEFAULTS.alpha_content, min=0, help="Weight of the content loss."),
+    tv_weight: float = typer.Option(DEFAULTS.tv_weight, min=0, help="Total-variation weight (CNNMRF used 1e-3)."),
+    match_every: int = typer.Option(DEFAULTS.match_every, min=1,
+                                    help="Refresh local-loss matches every K evaluations (1 = exact)."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Stylize one CONTENT image with one STYLE image."""
+    from pipeline.cli.stylize import stylize_file
+
+    params = FusionParams(alpha_global=alpha_global, alpha_local=alpha_local, alpha_content=alpha_content,
+                          tv_weight=tv_weight, levels=levels, size=size, iterations=iters,
+                          match_every=match_every, seed=seed)
+    try:
+        stylize_file(content, style, output, params, device=device, weights=weights, force=force)
+    except (ValueError, RuntimeError, OSError) as error:
+        fail(str(error))
+
+
+@app.command()
+def submit(
+    manifest: str = typer.Argument(..., help="Manifest: a .csv or .parquet file, local or s3://."),
+    output: str = typer.Option(None, "--output", help="Folder or s3:// prefix for the images "
+                               "[default: out/<manifest name> in the current folder]."),
+    results: str = typer.Option(None, "--results", help="Folder or s3:// prefix of the Parquet results "
+                                "[default: <output>/_results]."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001, or "
+                                "RAY_ADDRESS); without it a local Ray is started and stopped."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Worker actors [default: one per GPU, "
+                                "else the cores shared out]."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    size: int = typer.Option(None, "--size", min=1, help=f"Default longest side [default: {DEFAULTS.size}]."),
+    levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels [default: {DEFAULTS.levels}]."),
+    iters: int = typer.Option(None, "--iters", min=1,
+                              help=f"Default iterations per level [default: {DEFAULTS.iterations}]."),
+    seed: int = typer.Option(None, "--seed", help=f"Default seed [default: {DEFAULTS.seed}]."),
+    alpha_global: float = typer.Option(None, "--alpha-global", min=0, help="Default global weight [default: 20]."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="Default local weight [default: 1e-4]."),
+    alpha_content: float = typer.Option(None, "--alpha-content", min=0, help="Default content weight [default: 20]."),
+    match_every: int = typer.Option(None, "--match-every", min=1,
+                                    help="Refresh local-loss matches every K evaluations (1 = exact)."),
+    weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path "
+                                "that exists on every worker."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Retries of a row whose worker process died."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    force: bool = typer.Option(False, "--force", help="Redo rows whose output exists, overwriting it."),
+    strict: bool = typer.Option(False, "--strict", help="Run nothing if any row is invalid."),
+) -> None:
+    """Stylize every row of MANIFEST on Ray; record each row in a Parquet results table."""
+    from pipeline.batch.runner import RunConfig
+    from pipeline.storage.store import parse_location
+    from pipeline.cli.submit import submit as run_submit
+
+    try:
+        manifest_location = parse_location(manifest)
+        output_location = parse_location(output or f"out/{Path(manifest_location.name).stem}")
+        results_location = parse_location(results) if results else output_location.child("_results")
+        defaults = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, seed=seed,
+                                           alpha_global=alpha_global, alpha_local=alpha_local,
+                                           alpha_content=alpha_content, match_every=match_every)
+    except ValueError as error:
+        fail(str(error), code=2)
+    config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
+                       workers, threads, retries, force, strict, s3_endpoint)
+    try:
+        code = run_submit(config)
+    except ValueError as error:  # the manifest or the options cannot be used as given
+        fail(_redacted(error), code=2)
+    except (RuntimeError, OSError, ConnectionError) as error:
+        fail(_redacted(error))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
+    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+) -> None:
+    """Summarise a results table: rows by run and status, and every failure with its message."""
+    from pipeline.reports.status import print_status
+    from pipeline.storage.store import parse_location
+
+    try:
+        found = print_status(parse_location(results), run_id, s3_endpoint)
+    except (ValueError, RuntimeError, OSError) as error:
+        fail(_redacted(error))
+    if not found:
+        fail(f"no results found in {results}")
+
+
+@app.command()
+def report(
+    results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write (replaced if it exists)."),
+    png: Path = typer.Option(None, "--png", help="Also write a contact sheet image (first 200 rows)."),
+    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    thumb: int = typer.Option(160, min=16, max=1024, help="Longest side of the result thumbnails, pixels."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+) -> None:
+    """One card per results row (inputs, result, parameters, losses, time, errors) in a self-contained page."""
+    from pipeline.reports.report import write_report
+    from pipeline.storage.store import StorageError, parse_location
+
+    try:
+        counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
+                              thumb_size=thumb)
+    except (ValueError, RuntimeError, OSError, StorageError) as error:
+        fail(_redacted(error))
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    console.print(f"wrote [bold]{output}[/] ({summary})" + (f" and [bold]{png}[/]" if png else ""),
+                  highlight=False)
+
+
+@app.command()
+def compare(
+    content: str = typer.Argument(..., help="Content image: a file or s3:// URI."),
+    style: str = typer.Argument(..., help="Style image: a file or s3:// URI."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the sheet (.png keeps the numbers "
+                                "as metadata)."),
+    size: int = typer.Option(256, min=1, help="Longest side of every result, pixels."),
+    levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
+    iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations per level."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="a2 of the fusion and local-only tiles "
+                                      "[default: the paper's 1e-4 scaled from 384 px to --size]."),
+    sweep: str = typer.Option("1e-1,1e-2,1e-3,1e-4,1e-5,1e-6", help="Comma-separated a2 values of the "
+                              "sweep row (a1 = a3 = 20); empty for none."),
+    match_every: int = typer.Option(1, min=1, help="Refresh local-loss matches every K evaluations "
+                                    "(1 = the paper's exact matching)."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
+    tile: int = typer.Option(None, min=8, help="Longest side of each tile on the sheet [default: min(size, 256)]."),
+    colors: int = typer.Option(0, min=0, max=256, help="Store a PNG sheet with this many colours (dithered; "
+                               "256 is about a third of the size); 0 = full colour."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path."),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Global only, local only and fusion side by side, and an a2 sweep, with distances on every tile."""
+    from pipeline.reports.compare import compare_files
+    from pipeline.storage.store import StorageError
+
+    try:
+        sweep_values = _alphas(sweep, "--sweep")
+        base = FusionParams(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
+        compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
+                      tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint, force=force,
+                      colors=colors)
+    except (ValueError, RuntimeError, OSError, StorageError) as error:
+        fail(_redacted(error))
+
+
+def _alphas(text: str, option: str) -> list[float]:
+    """Comma-separated loss weights (numbers >= 0); ValueError naming the option and the bad value."""
+    values = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not value >= 0:
+            raise ValueError(f"{option}: {item!r} is not a number >= 0")
+        values.append(value)
+    return values
+
+
+def _redacted(error: Exception) -> str:
+    from pipeline.storage.secrets import redact
+
+    return redact(str(error))
