@@ -49,15 +49,15 @@ def main() -> None:
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
     print(f"{args.size}/{args.size}, {DEFAULT.levels} levels x {args.iterations} evaluations; "
-          f"default matching: match_every={DEFAULT.match_every}, search_dim={DEFAULT.search_dim}, "
-          f"search_candidates={DEFAULT.search_candidates}")
+          f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
+          f"search_candidates={DEFAULT.matching.search_candidates}")
     content, style = demo_rgb(CONTENT, args.size), demo_rgb(STYLE, args.size)
     floor_image = network_input(stylizer, CONTENT, args.size)
     rows = []
     for name, overrides in CONFIGURATIONS.items():
         if args.only and not any(part in name for part in args.only):
             continue
-        params = FusionParams(size=args.size, iterations=args.iterations, **overrides)
+        params = FusionParams(size=args.size, iterations=args.iterations).with_overrides(**overrides)
         floor = statistics.median(vgg_floor(stylizer, floor_image, params.layers) for _ in range(3))
         reports: list[Progress] = []
         reset_peak_memory(stylizer.device)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stylecore.matching import nearest_patches
-from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of
+from stylecore.patches import MRFTarget
 
 
 class _ScaledGram(torch.autograd.Function):
@@ -64,15 +63,15 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dx.square().sum() + dy.square().sum())
 
 
-def mrf_loss(features: torch.Tensor, bank: PatchBank, budget_bytes: int = 256 * 2**20) -> torch.Tensor:
-    """Local style loss (Eq. 4/5): each synthesis patch against its nearest style patch.
+def mrf_loss(features: torch.Tensor, target: MRFTarget) -> torch.Tensor:
+    """Local style loss (Eq. 4/5) of (1, C, H, W) features against their matched style patches.
 
     Each element's squared distance to its matched patch is weighted by 1 / (number of
     patches covering that position), and the sum halved: the loss whose gradient at
     every position is the average over its patches of (current - matched), CNNMRF's
     update. It equals Eq. (4) / 18 in the interior, up to a term constant in `features`.
-    Synthesis patches have the bank's size and stride.
+    `target` holds the matches: `MRFTarget.nearest(bank, features)` for the exact nearest
+    patches (the paper), or whatever a `LocalStyleLoss` refresh found.
     """
-    queries = extract_patches(features.detach(), bank.size, bank.stride)
-    index = nearest_patches(queries, bank.normalized, budget_bytes)
-    return MRFTarget(bank, index, features.shape[-2], features.shape[-1], memory_format_of(features)).loss(features)
+    difference = (features - target.mean) * target.covered
+    return 0.5 * difference.square().sum() + target.residual

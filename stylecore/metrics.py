@@ -9,7 +9,7 @@ with different matching settings can be compared on what they all minimise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -49,7 +49,7 @@ def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Te
 def exact_objective(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
                     params: FusionParams | None = None) -> LossTerms:
     """The weighted loss terms of `image` (1, 3, H, W, RGB 0..1) under `params`, matched exactly."""
-    params = replace(params or FusionParams(), match_every=1)
+    params = (params or FusionParams()).with_overrides(match_every=1)
     net_image, net_content, net_style = finest_inputs(extractor, image, content, style, params)
     return to_loss_terms(FusionObjective(extractor, net_content, net_style, params).terms(net_image))
 
@@ -72,7 +72,7 @@ def distances(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor
                for layer in params.global_layers)
     queries = extract_patches(image_features[params.local_layer], params.patch_size, params.patch_stride)
     bank = extract_patches(style_features[params.local_layer], params.patch_size, params.patch_stride)
-    matched = bank[nearest_patches(queries, normalize_patches(bank), params.search_budget_bytes)]
+    matched = bank[nearest_patches(queries, normalize_patches(bank), params.matching.search_budget_bytes)]
     mrf = float((queries - matched).square().mean())
     content_distance = float(content_loss(image_features[params.content_layer],
                                           content_features[params.content_layer]))

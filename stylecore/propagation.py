@@ -91,8 +91,7 @@ def propagated_nearest_patches(queries: torch.Tensor, grid: tuple[int, int], nor
     anchor_rows = anchor_positions(rows, step, queries.device)
     anchor_columns = anchor_positions(columns, step, queries.device)
     anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)
-    anchor_matches = approximate_nearest_patches(queries[anchors], normalized_bank, bank, candidates,
-                                                 budget_bytes).index
+    anchor_matches = approximate_nearest_patches(queries[anchors], normalized_bank, bank, candidates, budget_bytes)
     pool = propagated_candidates(anchor_matches.view(len(anchor_rows), len(anchor_columns)), grid, bank_grid, step)
     if previous is not None:
         pool = torch.cat([pool, previous.view(-1, 1)], dim=1)

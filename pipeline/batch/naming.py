@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -16,7 +15,7 @@ _NOT_IN_NAME = frozenset({"search_budget_bytes"})
 
 def params_fingerprint(params: FusionParams) -> dict[str, object]:
     """The parameters that determine a result, as plain JSON-able values."""
-    return {key: value for key, value in dataclasses.asdict(params).items() if key not in _NOT_IN_NAME}
+    return {key: value for key, value in params.flattened().items() if key not in _NOT_IN_NAME}
 
 
 def derived_output_name(content: Location, style: Location, params: FusionParams, weights: str) -> str:

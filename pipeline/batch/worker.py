@@ -37,8 +37,9 @@ def job_record(job: Job, weights: str) -> dict[str, Any]:
         "alpha_global": params.alpha_global, "alpha_local": params.alpha_local,
         "alpha_content": params.alpha_content, "tv_weight": params.tv_weight, "size": params.size,
         "levels": params.levels, "iters": params.iterations, "seed": params.seed,
-        "match_every": params.match_every, "search_dim": params.search_dim,
-        "search_candidates": params.search_candidates, "search_step": params.search_step, "weights": weights,
+        "match_every": params.matching.match_every, "search_dim": params.matching.search_dim,
+        "search_candidates": params.matching.search_candidates, "search_step": params.matching.search_step,
+        "weights": weights,
         "params": json.dumps(params_fingerprint(params), sort_keys=True), "stylebatch_version": STYLEBATCH_VERSION,
     }
 
