@@ -12,7 +12,7 @@ from stylecore.allocator import release_retained_memory, retain_freed_memory
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
-from stylecore.progress import LossTerms, Progress, ProgressCallback
+from stylecore.progress import LossTerms, ProgressCallback, SynthesisProgress
 from stylecore.vgg import VGGFeatures, downsampling_of
 from stylecore.weights import VGGWeights, load_weights
 
@@ -180,8 +180,8 @@ class Stylizer:
             total.backward()
             evaluations += 1
             if callback is not None:
-                callback(Progress(level, levels, evaluations, params.iterations, image.shape[-2],
-                                  image.shape[-1], to_loss_terms(terms), time.perf_counter() - started))
+                callback(SynthesisProgress(level, levels, evaluations, params.iterations, image.shape[-2],
+                                           image.shape[-1], to_loss_terms(terms), time.perf_counter() - started))
             return total
 
         optimizer.step(closure)

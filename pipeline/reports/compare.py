@@ -28,7 +28,7 @@ from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams, ImageTooSmallError, Stylizer, image_to_tensor, load_image, plan_levels
 from stylecore.images import fit_long_side, resize
 from stylecore.metrics import Distances, distances
-from stylecore.progress import Progress as SynthesisProgress, ProgressCallback
+from stylecore.progress import ProgressCallback, SynthesisProgress
 
 # The paper's a2 = 1e-4 is tuned at CNNMRF's 384 px. The local loss sums over patches (it grows
 # with the image area) while the content and Gram losses are means, so the same balance at
