@@ -26,8 +26,15 @@ if TYPE_CHECKING:
     from stylecore.images import DEFAULT_MAX_PIXELS, ImageError, image_to_tensor, load_image, tensor_to_image
     from stylecore.params import FusionParams, MatchingParams
     from stylecore.progress import LossTerms, ProgressCallback, SynthesisProgress
-    from stylecore.synthesis import (ImageTooSmallError, Level, Stylizer, SynthesisResult, plan_levels,
-                                     resolve_device, stylize)
+    from stylecore.synthesis import (
+        ImageTooSmallError,
+        Level,
+        Stylizer,
+        SynthesisResult,
+        plan_levels,
+        resolve_device,
+        stylize,
+    )
     from stylecore.weights import VGGWeights, WeightsError, load_weights
 
 

@@ -7,6 +7,8 @@ Feature maps are (1, C, H, W); patches as in `stylecore.patches`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -22,13 +24,13 @@ class _ScaledGram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, flat: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx: Any, flat: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(flat)
         ctx.scale = scale
         return flat @ flat.mT * scale
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (flat,) = ctx.saved_tensors
         symmetric = (grad + grad.mT) * ctx.scale
         if flat.stride(-2) == 1 and flat.shape[-2] > 1:  # channels_last: (L, C) rows in memory
@@ -41,8 +43,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
     Contiguous and channels_last maps both flatten to (N, C, H*W) without a copy.
     """
-    n, c, h, w = features.shape
-    return _ScaledGram.apply(features.flatten(2), 1.0 / (c * h * w))
+    _, c, h, w = features.shape
+    gram: torch.Tensor = _ScaledGram.apply(features.flatten(2), 1.0 / (c * h * w))
+    return gram
 
 
 def gram_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:

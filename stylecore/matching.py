@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -12,7 +12,7 @@ import torch
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Rows divided by their L2 norm, so a dot product is the normalised cross-correlation (Eq. 5)."""
-    return patches / patches.norm(dim=1, keepdim=True).clamp_min(eps)
+    return patches.div(patches.norm(dim=1, keepdim=True).clamp_min(eps))
 
 
 @torch.no_grad()
@@ -92,7 +92,8 @@ def principal_basis(normalized_bank: torch.Tensor, dim: int, seed: int = 0,
         sketch = normalized_bank @ (normalized_bank.t() @ torch.linalg.qr(sketch).Q)
     range_basis = torch.linalg.qr(sketch).Q
     right = torch.linalg.svd(range_basis.t() @ normalized_bank, full_matrices=False).Vh
-    return right[:dim].contiguous()
+    basis: torch.Tensor = right[:dim].contiguous()
+    return basis
 
 
 @torch.no_grad()

@@ -18,8 +18,8 @@ from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import nearest_patches, normalize_patches
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
-from stylecore.progress import LossTerms
 from stylecore.patches import extract_patches
+from stylecore.progress import LossTerms
 from stylecore.vgg import VGGFeatures
 
 
@@ -39,7 +39,7 @@ def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Te
     longest side (or `params.style_size`)."""
     device = next(extractor.parameters()).device
     height, width = image.shape[-2:]
-    style_height, style_width = fit_long_side(*style.shape[-2:], params.style_size or max(height, width))
+    style_height, style_width = fit_long_side(style.shape[-2], style.shape[-1], params.style_size or max(height, width))
     normalize = extractor.normalization
     return (normalize(image.to(device)), normalize(resize(content.to(device), height, width)),
             normalize(resize(style.to(device), style_height, style_width)))

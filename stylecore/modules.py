@@ -79,10 +79,8 @@ class MatchSchedule:
         if evaluation == self.level_end_at:
             return self.level_end
         if self.level_end_at is None:
-            refresh = evaluation % self.match_every == 0
-        else:
-            refresh = evaluation in self._refresh_at
-        return self.refresh if refresh else None
+            return self.refresh if evaluation % self.match_every == 0 else None
+        return self.refresh if evaluation in self._refresh_at else None
 
 
 class PatchMatcher(nn.Module):

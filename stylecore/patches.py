@@ -18,7 +18,8 @@ def extract_patches(features: torch.Tensor, size: int, stride: int = 1) -> torch
     """All size x size patches of a (1, C, H, W) map as rows of a contiguous (P, size*size*C) matrix.
 
     Offset-major rows copy runs of C contiguous values out of a channels_last map (VGG's
-    activations): 4.3x faster than `unfold` and a transpose at 512/512 on a CPU.
+    activations): several times faster than `unfold` and a transpose on a CPU
+    (BENCHMARKS.md, direction 8).
     """
     pixels = features[0].permute(1, 2, 0)  # (H, W, C), a view of a channels_last map
     windows = pixels.unfold(0, size, stride).unfold(1, size, stride)  # (rows, columns, C, dy, dx)

@@ -59,9 +59,9 @@ def best_candidates(queries: torch.Tensor, normalized_bank: torch.Tensor, candid
     """(P,) the row of `candidates` (P, K) whose bank row has the highest normalised cross-correlation.
 
     Queries need not be normalised (it does not change an arg max). The gathered
-    candidates are taken `query_block` queries at a time (~12 MB at 512/512, which stays
-    in cache: 2.8x faster on a CPU than blocks filling the 256 MiB budget), fewer if
-    even that would not fit in `budget_bytes`.
+    candidates are taken `query_block` queries at a time (a few MB at 512/512, which stays
+    in cache: much faster on a CPU than blocks filling the whole budget), fewer if even
+    that would not fit in `budget_bytes`.
     """
     count, width = candidates.shape[1], normalized_bank.shape[1]
     block = max(1, min(query_block, budget_bytes // (count * width * queries.element_size())))
