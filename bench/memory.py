@@ -22,7 +22,8 @@ import torch
 from bench.common import (CONTENT, DEFAULT, STYLE, current_memory_bytes, demo_rgb, gib, machine, network_input,
                           peak_memory_bytes, print_table, reset_peak_memory)
 from stylecore import FusionParams, Stylizer
-from stylecore.matching import approximate_nearest_patches, nearest_patches, normalize_patches, project_bank
+from stylecore.matching import (SearchSettings, approximate_nearest_patches, nearest_patches, normalize_patches,
+                                project_bank)
 from stylecore.patches import extract_patches
 
 
@@ -92,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
-    search_memory(stylizer, args.style_sizes, [DEFAULT.matching.search_budget_bytes, 64 * 2**20])
+    default_budget = SearchSettings.for_device(stylizer.device, DEFAULT.matching.search_budget_bytes).budget_bytes
+    search_memory(stylizer, args.style_sizes, [default_budget, 64 * 2**20])
     if not args.skip_synthesis:
         whole_synthesis(stylizer, args.size, args.iterations)
 

@@ -15,7 +15,7 @@ import torch
 
 from stylecore.images import fit_long_side, resize
 from stylecore.losses import content_loss, gram_loss, gram_matrix
-from stylecore.matching import nearest_patches, normalize_patches
+from stylecore.matching import SearchSettings, nearest_patches, normalize_patches
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
 from stylecore.patches import extract_patches
@@ -48,10 +48,12 @@ def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Te
 @torch.no_grad()
 def exact_objective(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
                     params: FusionParams | None = None) -> LossTerms:
-    """The weighted loss terms of `image` (1, 3, H, W, RGB 0..1) under `params`, matched exactly."""
+    """The weighted loss terms of `image` (1, 3, H, W, RGB 0..1) under `params`, matched exactly
+    (in float32 on any device: no reduced-precision shortlist)."""
     params = (params or FusionParams()).with_overrides(match_every=1)
     net_image, net_content, net_style = finest_inputs(extractor, image, content, style, params)
-    return to_loss_terms(FusionObjective(extractor, net_content, net_style, params).terms(net_image))
+    search = SearchSettings.for_device(net_image.device, params.matching.search_budget_bytes, reduced_precision=False)
+    return to_loss_terms(FusionObjective(extractor, net_content, net_style, params, search=search).terms(net_image))
 
 
 @torch.no_grad()
@@ -72,7 +74,8 @@ def distances(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor
                for layer in params.global_layers)
     queries = extract_patches(image_features[params.local_layer], params.patch_size, params.patch_stride)
     bank = extract_patches(style_features[params.local_layer], params.patch_size, params.patch_stride)
-    matched = bank[nearest_patches(queries, normalize_patches(bank), params.matching.search_budget_bytes)]
+    budget = SearchSettings.for_device(queries.device, params.matching.search_budget_bytes).budget_bytes
+    matched = bank[nearest_patches(queries, normalize_patches(bank), budget)]
     mrf = float((queries - matched).square().mean())
     content_distance = float(content_loss(image_features[params.content_layer],
                                           content_features[params.content_layer]))

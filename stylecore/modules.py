@@ -14,10 +14,17 @@ import torch
 from torch import nn
 
 from stylecore.losses import content_loss, gram_loss, gram_matrix, mrf_loss
-from stylecore.matching import ProjectedBank, approximate_nearest_patches, nearest_patches, project_bank
+from stylecore.matching import (
+    ProjectedBank,
+    SearchSettings,
+    approximate_nearest_patches,
+    nearest_patches,
+    project_bank,
+    shortlisted_nearest_patches,
+)
 from stylecore.params import MatchingParams
 from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of, patch_grid
-from stylecore.propagation import best_candidates, propagated_nearest_patches
+from stylecore.propagation import PropagationPlan, best_candidates, propagated_nearest_patches
 
 SearchKind = Literal["exact", "reduced", "reduced_all"]
 
@@ -91,30 +98,53 @@ class PatchMatcher(nn.Module):
     "reduced_all" searches every patch in those directions and re-ranks `candidates` rows
     exactly, and "reduced" does so on every `step`-th row and column of the patch grid
     only, spreading the matches to the rest by propagation (`stylecore.propagation`).
-    The reduced searches never return a worse match than the `current` one. The reduced
-    bank's tensors are buffers, as the bank's are.
+    The reduced searches never return a worse match than the `current` one.
+
+    `settings` says how the searches run on this device (`SearchSettings`): in reduced
+    precision the candidates are scored in `settings.search_dtype` (the exact search
+    shortlists `settings.shortlist` rows that way) and always re-ranked in float32. What a
+    level needs is built once, here: the reduced bank and its copies in the search precision
+    (buffers, as the bank's are), and the propagation plan at the first coherent refresh.
     """
 
     basis: torch.Tensor | None
     projected: torch.Tensor | None
     residual_bound: torch.Tensor | None
+    searched_basis: torch.Tensor | None
+    searched_projected: torch.Tensor | None
+    searched_bank: torch.Tensor | None
 
     def __init__(self, bank: PatchBank, *, search_dim: int = 0, candidates: int = 8, step: int = 1,
-                 budget_bytes: int = 256 * 2**20) -> None:
+                 settings: SearchSettings | None = None) -> None:
         super().__init__()
         self.bank = bank
-        self.candidates, self.step, self.budget_bytes = candidates, step, budget_bytes
+        self.candidates, self.step = candidates, step
+        self.settings = settings or SearchSettings.for_device(bank.normalized.device)
         reduced = project_bank(bank.normalized, search_dim) if 0 < search_dim < bank.patch_length else None
         self.register_buffer("basis", None if reduced is None else reduced.basis)
         self.register_buffer("projected", None if reduced is None else reduced.projected)
         self.register_buffer("residual_bound", None if reduced is None else reduced.residual_bound)
+        # Copies in the search precision (float32 searches read the buffers above instead).
+        low = self.settings.search_dtype if self.settings.reduced_precision else None
+        searched = None if reduced is None or low is None else reduced.to_dtype(low)
+        self.register_buffer("searched_basis", None if searched is None else searched.basis, persistent=False)
+        self.register_buffer("searched_projected", None if searched is None else searched.projected, persistent=False)
+        self.register_buffer("searched_bank", None if low is None else bank.normalized.to(low), persistent=False)
+        self.plan: PropagationPlan | None = None
 
     @property
     def reduced(self) -> ProjectedBank | None:
-        """The reduced bank, or None where every search is exact."""
+        """The reduced bank (float32), or None where every search is exact."""
         if self.basis is None or self.projected is None or self.residual_bound is None:
             return None
         return ProjectedBank(self.basis, self.projected, self.residual_bound)
+
+    @property
+    def searched_reduced(self) -> ProjectedBank | None:
+        """The reduced bank in the precision the reduced searches score candidates in."""
+        if self.searched_basis is None or self.searched_projected is None or self.residual_bound is None:
+            return self.reduced
+        return ProjectedBank(self.searched_basis, self.searched_projected, self.residual_bound)
 
     def match(self, features: torch.Tensor, search: SearchKind = "exact",
               current: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,18 +152,26 @@ class PatchMatcher(nn.Module):
 
         Without a reduced bank every search is exact. `current` (P,): the matches so far.
         """
-        bank, reduced = self.bank, self.reduced
+        bank, reduced, settings = self.bank, self.searched_reduced, self.settings
+        blocks = {"budget_bytes": settings.budget_bytes, "query_block": settings.query_block,
+                  "bank_block": settings.bank_block}
         queries = extract_patches(features.detach(), bank.size, bank.stride)
         if search == "exact" or reduced is None:
-            return nearest_patches(queries, bank.normalized, self.budget_bytes)
+            if self.searched_bank is None:
+                return nearest_patches(queries, bank.normalized, settings.budget_bytes)
+            return shortlisted_nearest_patches(queries, bank.normalized, self.searched_bank, settings.shortlist,
+                                               **blocks)
         if search == "reduced" and self.step > 1 and bank.grid is not None:
             grid = patch_grid(features.shape[-2], features.shape[-1], bank.size, bank.stride)
+            if self.plan is None or self.plan.grid != grid:
+                self.plan = PropagationPlan(grid, bank.grid, self.step, queries.device)
             return propagated_nearest_patches(queries, grid, bank.normalized, bank.grid, reduced, self.step, current,
-                                              self.candidates, self.budget_bytes)
-        found = approximate_nearest_patches(queries, bank.normalized, reduced, self.candidates, self.budget_bytes)
+                                              self.candidates, plan=self.plan, **blocks)
+        found = approximate_nearest_patches(queries, bank.normalized, reduced, self.candidates, **blocks)
         if current is None:
             return found
-        return best_candidates(queries, bank.normalized, torch.stack([found, current], dim=1), self.budget_bytes)
+        return best_candidates(queries, bank.normalized, torch.stack([found, current], dim=1), settings.budget_bytes,
+                               settings.query_block)
 
 
 class LocalStyleLoss(nn.Module):
@@ -149,17 +187,21 @@ class LocalStyleLoss(nn.Module):
     matches: torch.Tensor | None
 
     def __init__(self, style_features: torch.Tensor, *, size: int = 3, stride: int = 1,
-                 matching: MatchingParams = MatchingParams(), evaluations: int | None = None) -> None:
+                 matching: MatchingParams = MatchingParams(), evaluations: int | None = None,
+                 search: SearchSettings | None = None) -> None:
         """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
 
         `evaluations`: loss evaluations planned for the level; None plans no level-end refresh.
+        `search`: how the searches run (default: `SearchSettings.for_device` of the features'
+        device, within `matching.search_budget_bytes`).
         """
         super().__init__()
         bank = PatchBank.from_features(style_features, size, stride)
         match_every = matching.match_every if len(bank) >= matching.reuse_min_patches else 1
+        search = search or SearchSettings.for_device(style_features.device, matching.search_budget_bytes)
         self.matcher = PatchMatcher(bank, search_dim=matching.search_dim if match_every > 1 else 0,
                                     candidates=matching.search_candidates, step=matching.search_step,
-                                    budget_bytes=matching.search_budget_bytes)
+                                    settings=search)
         self.schedule = MatchSchedule(match_every, evaluations, reduced=self.matcher.reduced is not None,
                                       exact_level_end=matching.exact_level_end)
         self.register_buffer("matches", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from stylecore.losses import total_variation
+from stylecore.matching import SearchSettings
 from stylecore.modules import ContentLoss, GlobalStyleLoss, LocalStyleLoss
 from stylecore.params import FusionParams
 from stylecore.progress import LossTerms
@@ -19,8 +20,12 @@ class FusionObjective:
     """
 
     def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor,
-                 params: FusionParams) -> None:
-        """`content`, `style`: (1, 3, H, W) images already in network space at this level's size."""
+                 params: FusionParams, *, search: SearchSettings | None = None) -> None:
+        """`content`, `style`: (1, 3, H, W) images already in network space at this level's size.
+
+        `search`: how the local loss's searches run (default: `SearchSettings.for_device` of the
+        style's device, within `params.matching.search_budget_bytes`).
+        """
         self.extractor, self.params = extractor, params
         self.layers = self._active_layers(params)
         with torch.no_grad():
@@ -29,7 +34,7 @@ class FusionObjective:
         self.global_loss = GlobalStyleLoss({layer: style_features[layer] for layer in params.global_layers})
         self.local_loss = LocalStyleLoss(style_features[params.local_layer], size=params.patch_size,
                                          stride=params.patch_stride, matching=params.matching,
-                                         evaluations=params.iterations)
+                                         evaluations=params.iterations, search=search)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod

@@ -49,12 +49,16 @@ class MatchingParams:
     exact_level_end: bool = False
     # Working-memory budget of the nearest-patch search, in bytes of similarity scores: memory
     # stays flat whatever the style's size (BENCHMARKS.md, "Memory"). Changes speed, not results.
-    search_budget_bytes: int = 256 * 2**20
+    # None: the device's (`stylecore.matching.SearchSettings.for_device`): 256 MiB on a CPU,
+    # one block per search on a GPU (up to 4 GiB).
+    search_budget_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("match_every", "search_candidates", "search_step", "search_budget_bytes"):
+        for name in ("match_every", "search_candidates", "search_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.search_budget_bytes is not None and self.search_budget_bytes < 1:
+            raise ValueError(f"search_budget_bytes must be >= 1 or None, got {self.search_budget_bytes!r}")
         for name in ("search_dim", "reuse_min_patches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stylecore.matching import nearest_patches, normalize_patches
+from stylecore.matching import CPU_SEARCH_BUDGET_BYTES, nearest_patches, normalize_patches
 
 
 def extract_patches(features: torch.Tensor, size: int, stride: int = 1) -> torch.Tensor:
@@ -125,7 +125,7 @@ class MRFTarget(nn.Module):
             self.register_buffer("mean", mean.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=memory_format))
 
     @classmethod
-    def nearest(cls, bank: PatchBank, features: torch.Tensor, budget_bytes: int = 256 * 2**20) -> MRFTarget:
+    def nearest(cls, bank: PatchBank, features: torch.Tensor, budget_bytes: int = CPU_SEARCH_BUDGET_BYTES) -> MRFTarget:
         """The target of (1, C, H, W) `features` matched exactly now: each patch's nearest in `bank` (Eq. 5)."""
         index = nearest_patches(extract_patches(features.detach(), bank.size, bank.stride), bank.normalized,
                                 budget_bytes)

@@ -6,25 +6,70 @@ al. 2009). The global search therefore runs only on anchors, every `step`-th row
 column of the query grid (plus the last ones); every other query takes the best, by
 exact normalised cross-correlation, of the anchors around it with their matches
 shifted by its offset from them, and of its current match when there is one.
+
+Everything that depends only on the grids' sizes (anchor positions, which anchors surround
+each query, its offset from them) is a `PropagationPlan`, built once per pyramid level on
+the device with device-side ops only (no host lists copied over).
 """
 
 from __future__ import annotations
 
 import torch
 
-from stylecore.matching import ProjectedBank, approximate_nearest_patches
+from stylecore.matching import CPU_SEARCH_BUDGET_BYTES, ProjectedBank, approximate_nearest_patches
 
 
 def anchor_positions(count: int, step: int, device: torch.device | None = None) -> torch.Tensor:
-    """Every `step`-th of `count` positions, and the last one: (A,) increasing."""
-    last = [] if (count - 1) % step == 0 else [count - 1]  # decided on the host: no GPU sync
-    return torch.tensor([*range(0, count, step), *last], device=device)
+    """Every `step`-th of `count` positions, and the last one: (A,) increasing, made on `device`."""
+    every = torch.arange(0, count, step, device=device)
+    if (count - 1) % step == 0:  # decided from host integers: no device read
+        return every
+    return torch.cat([every, torch.full((1,), count - 1, dtype=every.dtype, device=device)])
 
 
 def _brackets(count: int, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each of `count` positions, the index in `anchors` of the anchor at or before it and at or after it."""
     positions = torch.arange(count, device=anchors.device)
     return torch.searchsorted(anchors, positions, right=True) - 1, torch.searchsorted(anchors, positions)
+
+
+class PropagationPlan:
+    """The per-level constants of the coherent search over a (rows, columns) query grid.
+
+    `anchors` (A,): row-major query indices of the anchors. For each of the four anchors
+    around a query (before/after in rows, before/after in columns), `sources` holds the
+    anchor's index in `anchors` for every query, (rows, columns), and the query's row and
+    column offsets from it, (rows, 1) and (1, columns).
+    """
+
+    def __init__(self, grid: tuple[int, int], bank_grid: tuple[int, int], step: int,
+                 device: torch.device | None = None) -> None:
+        rows, columns = grid
+        self.grid, self.bank_grid, self.step = grid, bank_grid, step
+        anchor_rows, anchor_columns = anchor_positions(rows, step, device), anchor_positions(columns, step, device)
+        self.anchor_shape = (len(anchor_rows), len(anchor_columns))
+        self.anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)
+        query_rows = torch.arange(rows, device=device).view(rows, 1)
+        query_columns = torch.arange(columns, device=device).view(1, columns)
+        self.sources = []
+        for row_anchor in _brackets(rows, anchor_rows):
+            for column_anchor in _brackets(columns, anchor_columns):
+                index = row_anchor.view(rows, 1) * len(anchor_columns) + column_anchor.view(1, columns)
+                self.sources.append((index, query_rows - anchor_rows[row_anchor].view(rows, 1),
+                                     query_columns - anchor_columns[column_anchor].view(1, columns)))
+
+    def candidates(self, anchor_matches: torch.Tensor) -> torch.Tensor:
+        """(P, 4) candidate bank rows per query from (A,) `anchor_matches` (the anchors' bank rows):
+        each surrounding anchor's match shifted by the query's offset, clamped to the style's grid."""
+        bank_rows, bank_columns = self.bank_grid
+        candidates = []
+        for index, row_offset, column_offset in self.sources:
+            match = anchor_matches[index]
+            match_row = (match // bank_columns + row_offset).clamp(0, bank_rows - 1)
+            match_column = (match % bank_columns + column_offset).clamp(0, bank_columns - 1)
+            candidates.append(match_row * bank_columns + match_column)
+        rows, columns = self.grid
+        return torch.stack(candidates, dim=-1).view(rows * columns, len(candidates))
 
 
 def propagated_candidates(anchor_matches: torch.Tensor, grid: tuple[int, int], bank_grid: tuple[int, int],
@@ -35,27 +80,13 @@ def propagated_candidates(anchor_matches: torch.Tensor, grid: tuple[int, int], b
     grid; `bank_grid` (rows, columns) is the style's patch grid, whose rows are numbered
     row-major. A shift that leaves the style grid is clamped to its edge.
     """
-    rows, columns = grid
-    bank_rows, bank_columns = bank_grid
-    device = anchor_matches.device
-    anchor_rows, anchor_columns = anchor_positions(rows, step, device), anchor_positions(columns, step, device)
-    row_brackets, column_brackets = _brackets(rows, anchor_rows), _brackets(columns, anchor_columns)
-    query_rows = torch.arange(rows, device=device).view(rows, 1)
-    query_columns = torch.arange(columns, device=device).view(1, columns)
-    candidates = []
-    for row_anchor in row_brackets:
-        for column_anchor in column_brackets:
-            match = anchor_matches[row_anchor.view(rows, 1), column_anchor.view(1, columns)]
-            match_row = (match // bank_columns + query_rows - anchor_rows[row_anchor].view(rows, 1))
-            match_column = (match % bank_columns + query_columns - anchor_columns[column_anchor].view(1, columns))
-            candidates.append(match_row.clamp(0, bank_rows - 1) * bank_columns
-                              + match_column.clamp(0, bank_columns - 1))
-    return torch.stack(candidates, dim=-1).view(rows * columns, len(candidates))
+    plan = PropagationPlan(grid, bank_grid, step, anchor_matches.device)
+    return plan.candidates(anchor_matches.reshape(-1))
 
 
 @torch.no_grad()
 def best_candidates(queries: torch.Tensor, normalized_bank: torch.Tensor, candidates: torch.Tensor,
-                    budget_bytes: int = 256 * 2**20, query_block: int = 256) -> torch.Tensor:
+                    budget_bytes: int = CPU_SEARCH_BUDGET_BYTES, query_block: int = 256) -> torch.Tensor:
     """(P,) the row of `candidates` (P, K) whose bank row has the highest normalised cross-correlation.
 
     Queries need not be normalised (it does not change an arg max). The gathered
@@ -77,22 +108,23 @@ def best_candidates(queries: torch.Tensor, normalized_bank: torch.Tensor, candid
 def propagated_nearest_patches(queries: torch.Tensor, grid: tuple[int, int], normalized_bank: torch.Tensor,
                                bank_grid: tuple[int, int], bank: ProjectedBank, step: int = 2,
                                previous: torch.Tensor | None = None, candidates: int = 8,
-                               budget_bytes: int = 256 * 2**20) -> torch.Tensor:
+                               budget_bytes: int = CPU_SEARCH_BUDGET_BYTES, *, plan: PropagationPlan | None = None,
+                               query_block: int = 256, bank_block: int = 4096) -> torch.Tensor:
     """Nearest bank row per query (P,), searching globally only every `step`-th row and column.
 
     `queries` (P, D) are the patches of a (rows, columns) `grid` in row-major order;
     `normalized_bank` (Ps, D) those of a `bank_grid`, normalised; `bank` its reduced
     basis for the anchors' search (`candidates` re-ranked exactly). `previous` (P,), the
     current matches, is one more candidate of every query, so a query never ends on a
-    worse match than the one it had. `step` = 1 searches every query globally.
+    worse match than the one it had. `step` = 1 searches every query globally. `plan`: the
+    level's `PropagationPlan` for these grids and step (made here if not given);
+    `query_block`, `bank_block`: the blocks of the searches (see `SearchSettings`).
     """
-    rows, columns = grid
+    plan = plan or PropagationPlan(grid, bank_grid, step, queries.device)
     queries = queries.contiguous()  # rows are gathered below: from a strided view each would be scattered
-    anchor_rows = anchor_positions(rows, step, queries.device)
-    anchor_columns = anchor_positions(columns, step, queries.device)
-    anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)
-    anchor_matches = approximate_nearest_patches(queries[anchors], normalized_bank, bank, candidates, budget_bytes)
-    pool = propagated_candidates(anchor_matches.view(len(anchor_rows), len(anchor_columns)), grid, bank_grid, step)
+    anchor_matches = approximate_nearest_patches(queries[plan.anchors], normalized_bank, bank, candidates,
+                                                 budget_bytes, query_block, bank_block)
+    pool = plan.candidates(anchor_matches)
     if previous is not None:
         pool = torch.cat([pool, previous.view(-1, 1)], dim=1)
-    return best_candidates(queries, normalized_bank, pool, budget_bytes)
+    return best_candidates(queries, normalized_bank, pool, budget_bytes, query_block)

@@ -8,8 +8,18 @@ import torch
 
 from stylecore import FusionParams, MatchingParams
 from stylecore.losses import mrf_loss
-from stylecore.matching import (approximate_nearest_patches, certified_nearest_patches, nearest_patches,
-                                normalize_patches, principal_basis, project_bank, search_blocks)
+from stylecore.matching import (
+    CPU_SEARCH_BUDGET_BYTES,
+    SearchSettings,
+    approximate_nearest_patches,
+    certified_nearest_patches,
+    nearest_patches,
+    normalize_patches,
+    principal_basis,
+    project_bank,
+    search_blocks,
+    shortlisted_nearest_patches,
+)
 from stylecore.modules import LocalStyleLoss, PatchMatcher
 from stylecore.patches import MRFTarget, PatchBank, extract_patches
 from tests.demo_images import demo_image
@@ -99,6 +109,55 @@ def test_search_blocks_fit_the_budget_whatever_the_bank_size(rows, budget):
     working_bytes = 4 * (query_rows * bank_rows + query_rows * (count + 1) * width)
     assert working_bytes <= budget
     assert search_blocks(10**5, rows, width, count, 4, budget) == search_blocks(10**5, 10**4, width, count, 4, budget)
+
+
+def test_search_settings_per_device():
+    """The CPU keeps the cache-sized float32 blocks the benchmarks were measured with; a GPU gets one
+    block per search and float16 candidate scores (re-ranked in float32), unless told otherwise."""
+    cpu = SearchSettings.for_device("cpu")
+    assert cpu == SearchSettings(CPU_SEARCH_BUDGET_BYTES, 256, 4096, torch.float32) and not cpu.reduced_precision
+    assert SearchSettings.for_device("cpu", 1024).budget_bytes == 1024
+    gpu = SearchSettings.for_device("cuda", budget_bytes=3 * 2**30)  # a given budget needs no CUDA to decide
+    assert gpu.budget_bytes == 3 * 2**30 and gpu.search_dtype == torch.float16
+    width, count = 2304, 8
+    assert search_blocks(15876, 15876, width, count, 4, gpu.budget_bytes, gpu.query_block, gpu.bank_block) == \
+        (15876, 15876), "a 512/512 refresh is one block on a GPU"
+    exact = SearchSettings.for_device("cuda", budget_bytes=2**30, reduced_precision=False)
+    assert exact.search_dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_scores_only_shortlist_and_the_ranking_is_exact_float32(dtype):
+    """The exact search shortlisted in reduced precision finds the float32 nearest patch here (no two
+    rows within its rounding); the reduced search's answers are scored in float32 whatever it ran in,
+    and its certificate, made for the precision it ran in, still bounds its error everywhere."""
+    queries, bank = low_rank_rows(300, 36, rank=8, noise=0.3, seed=3), normalize_patches(torch.randn(200, 36))
+    exact = naive_scores(queries, bank).argmax(dim=1)
+    assert torch.equal(shortlisted_nearest_patches(queries, bank, bank.to(dtype), shortlist=4), exact)
+    projected = project_bank(bank, 12)
+    low = certified_nearest_patches(queries, bank, projected.to_dtype(dtype), candidates=6)
+    full = certified_nearest_patches(queries, bank, projected, candidates=6)
+    assert (low.index == full.index).float().mean() >= 0.95
+    scores = naive_scores(queries, bank)
+    found_score = scores.gather(1, low.index.unsqueeze(1)).squeeze(1)
+    assert torch.all(scores.max(dim=1).values - found_score <= low.error_bound + 1e-6)
+    assert low.certified.sum() <= full.certified.sum(), "a coarser precision certifies less, never more"
+
+
+def test_the_matcher_builds_its_level_constants_once():
+    """The propagation plan is made at the first coherent refresh and reused by the next ones; the
+    searched copies of the bank exist only in reduced precision."""
+    style, synthesis = feature_maps(9, 2)
+    loss = LocalStyleLoss(style, matching=MatchingParams(match_every=2, search_dim=4, reuse_min_patches=0),
+                          evaluations=9)
+    loss(synthesis)
+    plan = loss.matcher.plan
+    assert plan is not None and loss.matcher.searched_bank is None
+    loss(synthesis), loss(synthesis)
+    assert loss.matcher.plan is plan
+    low = LocalStyleLoss(style, matching=MatchingParams(match_every=2, search_dim=4, reuse_min_patches=0),
+                         evaluations=9, search=SearchSettings(search_dtype=torch.float16))
+    assert low.matcher.searched_bank is not None and low.matcher.searched_bank.dtype == torch.float16
 
 
 def feature_maps(seed: int, count: int) -> list[torch.Tensor]:
