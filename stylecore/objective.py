@@ -11,12 +11,17 @@ from stylecore.params import FusionParams
 from stylecore.progress import LossTerms
 from stylecore.vgg import VGGFeatures
 
+TERMS = ("global", "local", "content", "tv")
+
 
 class FusionObjective:
     """alpha_1 L_global + alpha_2 L_local + alpha_3 L_content (+ TV) for images in network space.
 
-    Targets (Gram matrices, the style patch bank, content features) are computed once,
-    at construction. Terms whose weight is zero are not computed at all.
+    Targets (Gram matrices, the style patch bank, content features) are computed once, at
+    construction, and only for terms whose weight is not zero: a Gatys-only objective
+    (alpha_local = 0) holds no patch bank and never searches, one with alpha_global = 0 no
+    Gram matrices, and the style image is not even passed through VGG when neither style term
+    is on. The loss modules of the terms that are off are None.
     """
 
     def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor,
@@ -27,26 +32,20 @@ class FusionObjective:
         style's device, within `params.matching.search_budget_bytes`).
         """
         self.extractor, self.params = extractor, params
-        self.layers = self._active_layers(params)
+        global_layers = params.global_layers if params.alpha_global > 0 else ()
+        style_layers = (*global_layers, *((params.local_layer,) if params.alpha_local > 0 else ()))
         with torch.no_grad():
-            style_features = extractor(style, params.layers)
-            content_features = extractor(content, (params.content_layer,))
-        self.global_loss = GlobalStyleLoss({layer: style_features[layer] for layer in params.global_layers})
-        self.local_loss = LocalStyleLoss(style_features[params.local_layer], size=params.patch_size,
-                                         stride=params.patch_stride, matching=params.matching,
-                                         evaluations=params.iterations, search=search)
-        self.content_loss = ContentLoss(content_features[params.content_layer])
-
-    @staticmethod
-    def _active_layers(params: FusionParams) -> tuple[str, ...]:
-        layers: list[str] = []
-        if params.alpha_global > 0:
-            layers += params.global_layers
+            style_features = extractor(style, tuple(dict.fromkeys(style_layers))) if style_layers else {}
+            content_features = extractor(content, (params.content_layer,)) if params.alpha_content > 0 else {}
+        self.global_loss = (GlobalStyleLoss({layer: style_features[layer] for layer in global_layers})
+                            if global_layers else None)
+        self.local_loss = None
         if params.alpha_local > 0:
-            layers.append(params.local_layer)
-        if params.alpha_content > 0:
-            layers.append(params.content_layer)
-        return tuple(dict.fromkeys(layers)) or (params.content_layer,)
+            self.local_loss = LocalStyleLoss(
+                style_features[params.local_layer], size=params.patch_size, stride=params.patch_stride,
+                matching=params.matching, evaluations=params.iterations, search=search)
+        self.content_loss = ContentLoss(content_features[params.content_layer]) if content_features else None
+        self.layers = tuple(dict.fromkeys((*style_layers, *content_features)))
 
     def terms(self, image: torch.Tensor, final: bool = False) -> dict[str, torch.Tensor]:
         """Weighted loss terms (0-d tensors) of a (1, 3, H, W) network-space image.
@@ -56,19 +55,24 @@ class FusionObjective:
         in the paper's mode, the reduced search over every patch otherwise).
         """
         params = self.params
-        features = self.extractor(image, self.layers)
+        features = self.extractor(image, self.layers) if self.layers else {}
         zero = image.new_zeros(())
         return {
-            "global": params.alpha_global * self.global_loss(features) if params.alpha_global > 0 else zero,
+            "global": params.alpha_global * self.global_loss(features) if self.global_loss is not None else zero,
             "local": (params.alpha_local * self.local_loss(features[params.local_layer], final=final)
-                      if params.alpha_local > 0 else zero),
+                      if self.local_loss is not None else zero),
             "content": (params.alpha_content * self.content_loss(features[params.content_layer])
-                        if params.alpha_content > 0 else zero),
+                        if self.content_loss is not None else zero),
             "tv": params.tv_weight * total_variation(image) if params.tv_weight > 0 else zero,
         }
 
 
+def stack_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(4,) tensor of the global, local, content and TV terms, in that order, on their device."""
+    return torch.stack([terms[name] for name in TERMS])
+
+
 def to_loss_terms(terms: dict[str, torch.Tensor]) -> LossTerms:
     """Tensor terms -> floats (one host sync for all of them)."""
-    values = torch.stack([terms["global"], terms["local"], terms["content"], terms["tv"]]).tolist()
-    return LossTerms(global_=values[0], local=values[1], content=values[2], tv=values[3])
+    global_, local, content, tv = stack_terms(terms).tolist()
+    return LossTerms(global_, local, content, tv)

@@ -1,0 +1,68 @@
+"""One level's objective: only the terms with weight are built, and a whole level (setup, searches,
+L-BFGS) runs without reading a device value back to the host."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from stylecore import FusionParams, image_to_tensor
+from stylecore.lbfgs import minimize
+from stylecore.matching import SearchSettings
+from stylecore.objective import FusionObjective, stack_terms
+from tests.demo_images import demo_image
+
+
+def test_terms_with_zero_weight_build_nothing(stylizer):
+    """A Gatys-only objective holds no patch bank (no basis, no search); one without the global term
+    no Gram matrices; without content weight no content target. The others are unchanged."""
+    content = stylizer.extractor.normalization(image_to_tensor(demo_image("content/cat_chelsea.png", 64)))
+    style = stylizer.extractor.normalization(image_to_tensor(demo_image("style/texture_zebra.jpg", 64)))
+    gatys = FusionObjective(stylizer.extractor, content, style, FusionParams(alpha_local=0.0))
+    assert gatys.local_loss is None and gatys.global_loss is not None and gatys.content_loss is not None
+    assert "relu3_1" in gatys.layers, "the content layer is still read"
+    local_only = FusionObjective(stylizer.extractor, content, style, FusionParams(alpha_global=0.0, alpha_content=0.0))
+    assert local_only.global_loss is None and local_only.content_loss is None and local_only.local_loss is not None
+    assert local_only.layers == ("relu3_1",)
+    full = FusionObjective(stylizer.extractor, content, style, FusionParams())
+    terms, gatys_terms = full.terms(content), gatys.terms(content)
+    assert float(gatys_terms["local"]) == 0
+    assert torch.equal(terms["global"], gatys_terms["global"]) and torch.equal(terms["content"], gatys_terms["content"])
+
+
+@pytest.mark.parametrize("params, search", [
+    (FusionParams(iterations=12).with_overrides(reuse_min_patches=0), SearchSettings()),  # reduced, propagated, all
+    (FusionParams(iterations=12).with_overrides(reuse_min_patches=0),
+     SearchSettings(query_block=2**31, bank_block=2**31, search_dtype=torch.float16)),  # as on a GPU
+    (FusionParams(iterations=4).with_overrides(match_every=1),
+     SearchSettings(search_dtype=torch.float16)),  # the exact search, shortlisted in float16
+])
+def test_a_whole_level_runs_without_reading_a_device_value(stylizer, params, search):
+    """On the meta device every read of a tensor's value (`.item()`, `float()`, `if tensor:`) raises.
+    A level built and optimised there, with every kind of search its schedule plans and the final
+    loss, therefore syncs a GPU nowhere between its setup and the end of the synthesis."""
+    extractor = copy.deepcopy(stylizer.extractor).to("meta")
+    content, style = torch.empty(1, 3, 64, 64, device="meta"), torch.empty(1, 3, 60, 64, device="meta")
+    objective = FusionObjective(extractor, content, style, params, search=search)
+    searches = []
+    match = objective.local_loss.matcher.match
+
+    def recording(features, kind="exact", current=None):
+        searches.append(kind)
+        return match(features, kind, current)
+
+    objective.local_loss.matcher.match = recording
+
+    def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = point.detach().requires_grad_(True)
+        total = stack_terms(objective.terms(pixels)).sum()
+        total.backward()
+        return total.detach(), pixels.grad
+
+    found = minimize(evaluate, content, params.iterations)
+    with torch.no_grad():
+        objective.terms(found.point, final=True)
+    expected = {"exact"} if params.matching.match_every == 1 else {"reduced", "reduced_all"}
+    assert set(searches) == expected and found.point.device.type == "meta"
