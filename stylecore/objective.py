@@ -43,7 +43,7 @@ class FusionObjective:
         if params.alpha_local > 0:
             self.local_loss = LocalStyleLoss(
                 style_features[params.local_layer], size=params.patch_size, stride=params.patch_stride,
-                matching=params.matching, evaluations=params.iterations, search=search)
+                matching=params.matching, evaluations=params.iterations + 1, search=search)
         self.content_loss = ContentLoss(content_features[params.content_layer]) if content_features else None
         self.layers = tuple(dict.fromkeys((*style_layers, *content_features)))
 
@@ -74,5 +74,4 @@ def stack_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def to_loss_terms(terms: dict[str, torch.Tensor]) -> LossTerms:
     """Tensor terms -> floats (one host sync for all of them)."""
-    global_, local, content, tv = stack_terms(terms).tolist()
-    return LossTerms(global_, local, content, tv)
+    return LossTerms.from_tensor(stack_terms(terms))

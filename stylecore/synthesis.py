@@ -1,4 +1,10 @@
-"""Multi-resolution L-BFGS synthesis: the paper's optimisation of Eq. (1) over pixels."""
+"""Multi-resolution L-BFGS synthesis: the paper's optimisation of Eq. (1) over pixels.
+
+Three separate parts: the initial image (`initial_image`), the per-level objective
+(`stylecore.objective.FusionObjective`) and the optimiser (`stylecore.lbfgs.minimize`).
+`Stylizer` ties them together over the pyramid and reads nothing back from the device
+until the synthesis ends (unless a progress callback reads the losses).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,20 @@ from PIL import Image
 
 from stylecore.allocator import release_retained_memory, retain_freed_memory
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
-from stylecore.objective import FusionObjective, to_loss_terms
+from stylecore.lbfgs import Minimum, minimize
+from stylecore.objective import FusionObjective, stack_terms
 from stylecore.params import FusionParams
 from stylecore.progress import LossTerms, ProgressCallback, SynthesisProgress
-from stylecore.vgg import VGGFeatures, downsampling_of
+from stylecore.vgg import Normalization, VGGFeatures, downsampling_of
 from stylecore.weights import VGGWeights, load_weights
 
 ImageInput = Image.Image | torch.Tensor
+
+
+# A step that more than doubles the loss is rejected and retried shorter (`stylecore.lbfgs`).
+# L-BFGS without a line search rises by up to ~1.8x now and then and recovers at once; the
+# blow-ups it must stop were 10x to 1e5x (BENCHMARKS.md, "The optimizer").
+MAX_RISE = 2.0
 
 
 class ImageTooSmallError(ValueError):
@@ -42,11 +55,18 @@ class Level:
 class SynthesisResult:
     """The stylized image and what it cost."""
 
-    image: torch.Tensor  # (1, 3, H, W), RGB 0..1, on the CPU
+    image: torch.Tensor  # (1, 3, H, W), RGB 0..1, on the CPU: the best iterate of the finest level
     losses: LossTerms  # weighted terms of the returned image, matched as the last level's end matched
-    evaluations: int  # loss evaluations over all levels
+    evaluations: int  # loss evaluations over all levels (iterations + 1 per level)
     seconds: float
     device: str
+    # True when the returned image's final loss is above the loss its finest level started
+    # from, or not finite: a synthesis that made its image worse. Never expected (the best
+    # iterate is returned), so a results table should flag such a row rather than call it ok.
+    worse_than_start: bool = False
+    # L-BFGS steps rejected (and retried shorter) over all levels because they raised the loss
+    # more than MAX_RISE times or made it non-finite: a measure of how rough the run was.
+    rejected_steps: int = 0
 
     def to_pil(self) -> Image.Image:
         return tensor_to_image(self.image)
@@ -138,55 +158,57 @@ class Stylizer:
         levels = plan_levels((content_rgb.shape[-2], content_rgb.shape[-1]), (style_rgb.shape[-2], style_rgb.shape[-1]),
                              params)
         normalize = self.extractor.normalization
-        generator = torch.Generator().manual_seed(params.seed)
-        first = levels[0]
-        image = (torch.randn(1, 3, first.height, first.width, generator=generator) * params.init_noise
-                 / 255.0 / normalize.std.cpu()).to(self.device)
+        image = initial_image(levels[0], params, normalize, self.device)
+        rejected = torch.zeros((), dtype=torch.long, device=self.device)
         evaluations = 0
         for number, level in enumerate(levels, start=1):
             release_retained_memory()
-            image = resize(image, level.height, level.width)
             objective = FusionObjective(
                 self.extractor,
                 normalize(resize(content_rgb, level.height, level.width)),
                 normalize(resize(style_rgb, level.style_height, level.style_width)),
                 params)
-            image, spent = self._optimize(image, objective, params, number, len(levels), started, callback)
-            evaluations += spent
+            found = self._optimize(resize(image, level.height, level.width), objective, params, number, len(levels),
+                                   started, callback)
+            image, rejected, evaluations = found.point, rejected + found.rejected, evaluations + found.evaluations
         with torch.no_grad():
-            final = to_loss_terms(objective.terms(image, final=True))
+            final = stack_terms(objective.terms(image, final=True))
+        worse = ~(final.sum() <= found.start_loss)  # also true for a NaN
         del objective
         release_retained_memory()
-        return SynthesisResult(normalize.inverse(image).clamp(0, 1).cpu(), final, evaluations,
-                               time.perf_counter() - started, str(self.device))
+        *terms, worse_value, rejected_value = torch.cat([final, worse.view(1).to(final.dtype),
+                                                         rejected.view(1).to(final.dtype)]).tolist()  # one host read
+        return SynthesisResult(normalize.inverse(image).clamp(0, 1).cpu(), LossTerms(*terms), evaluations,
+                               time.perf_counter() - started, str(self.device), bool(worse_value), int(rejected_value))
 
     def _optimize(self, start: torch.Tensor, objective: FusionObjective, params: FusionParams,
-                  level: int, levels: int, started: float,
-                  callback: ProgressCallback | None) -> tuple[torch.Tensor, int]:
-        """L-BFGS on one level; returns the image and the number of loss evaluations."""
-        image = start.detach().clone().requires_grad_(True)
-        # tolerance_change=0: the first step (1 / |gradient|_1 long) can leave a float32 loss
-        # of ~1e7 bit-identical, which the default 1e-9 takes for convergence and ends the
-        # level; a level runs its iterations unless the gradient vanishes or is not descending.
-        optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=params.iterations,
-                                      max_eval=params.iterations, history_size=params.lbfgs_history,
-                                      tolerance_change=0.0)
-        evaluations = 0
+                  level: int, levels: int, started: float, callback: ProgressCallback | None) -> Minimum:
+        """`params.iterations` L-BFGS steps on one level; the best iterate, read back nothing."""
+        evaluated = 0
 
-        def closure() -> torch.Tensor:
-            nonlocal evaluations
-            optimizer.zero_grad(set_to_none=True)
-            terms = objective.terms(image)
-            total = torch.stack(list(terms.values())).sum()
-            torch.autograd.backward(total)
-            evaluations += 1
+        def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal evaluated
+            pixels = point.detach().requires_grad_(True)
+            terms = stack_terms(objective.terms(pixels))
+            total = terms.sum()
+            if total.requires_grad:  # False only when every weight is zero
+                torch.autograd.backward(total)
             if callback is not None:
-                callback(SynthesisProgress(level, levels, evaluations, params.iterations, image.shape[-2],
-                                           image.shape[-1], to_loss_terms(terms), time.perf_counter() - started))
-            return total
+                callback(SynthesisProgress(level, levels, evaluated, params.iterations, pixels.shape[-2],
+                                           pixels.shape[-1], terms.detach(), time.perf_counter() - started))
+            evaluated += 1
+            gradient = pixels.grad if pixels.grad is not None else torch.zeros_like(pixels)
+            return total.detach(), gradient
 
-        optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch's LBFGS.step is unannotated
-        return image.detach(), evaluations
+        return minimize(evaluate, start, params.iterations, history=params.lbfgs_history, max_rise=MAX_RISE)
+
+
+def initial_image(level: Level, params: FusionParams, normalize: Normalization, device: torch.device) -> torch.Tensor:
+    """The image the coarsest level starts from, in network space: small seeded noise around the
+    mean pixel (CNNMRF / neural-style; `params.init_noise` is its std in 0..255 units)."""
+    generator = torch.Generator().manual_seed(params.seed)
+    noise = torch.randn(1, 3, level.height, level.width, generator=generator)
+    return (noise * params.init_noise / 255.0 / normalize.std.cpu()).to(device)
 
 
 def stylize(content: ImageInput, style: ImageInput, params: FusionParams | None = None, *,

@@ -270,8 +270,8 @@ def test_each_level_ends_on_the_level_end_refresh(stylizer, monkeypatch, exact_l
     params = FusionParams(size=None, levels=2, iterations=6).with_overrides(
         match_every=4, search_dim=8, reuse_min_patches=0, exact_level_end=exact_level_end)
     result = stylizer(content, style, params)
-    assert result.evaluations == 12
-    level = ["reduced", level_end]  # the reduced search at evaluation 0, the level end's at 6 - 4 = 2
+    assert result.evaluations == 14  # 6 steps per level, each evaluated, and the start
+    level = ["reduced", level_end]  # the reduced search at evaluation 0, the level end's at 7 - 4 = 3
     assert searches == level + level + [level_end]
 
 

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from stylecore import FusionParams, ImageTooSmallError, image_to_tensor, plan_levels, resolve_device
+from stylecore.images import resize
 from stylecore.metrics import distances
+from stylecore.objective import FusionObjective
+from stylecore.synthesis import initial_image
 from tests.demo_images import demo_image
 
 # The local loss is a sum over patches while the content loss is a mean, so at 80 px the
@@ -51,29 +54,89 @@ def test_same_seed_same_image_other_seed_other_image(stylizer):
 
 
 def test_progress_reports_every_evaluation_of_every_level(stylizer):
+    """Each level evaluates its start (iteration 0) and each of its steps; the losses are read
+    back only when asked for."""
     content, style = demo_image("content/cat_chelsea.png", 64), demo_image("style/texture_grass.png", 64)
     reports = []
     params = FusionParams(size=64, levels=2, iterations=5)
     result = stylizer(image_to_tensor(content), image_to_tensor(style), params, callback=reports.append)
-    assert [(r.level, r.iteration) for r in reports] == [(level, i) for level in (1, 2) for i in range(1, 6)]
-    assert [(r.height, r.width) for r in reports][::5] == [(22, 32), (43, 64)]
-    assert all(0 < r.fraction <= 1 and r.losses.total > 0 for r in reports)
-    assert reports[-1].fraction == 1.0
+    assert [(r.level, r.iteration) for r in reports] == [(level, i) for level in (1, 2) for i in range(6)]
+    assert [(r.height, r.width) for r in reports][::6] == [(22, 32), (43, 64)]
+    assert all(0 <= r.fraction <= 1 and r.terms.shape == (4,) and r.losses.total > 0 for r in reports)
+    assert reports[0].fraction == 0.0 and reports[-1].fraction == 1.0
     assert [r.elapsed for r in reports] == sorted(r.elapsed for r in reports)
-    assert result.evaluations == 10 and result.losses.total > 0 and result.image.shape == (1, 3, 43, 64)
+    assert result.evaluations == 12 and result.losses.total > 0 and result.image.shape == (1, 3, 43, 64)
+    assert not result.worse_than_start
+
+
+def test_a_level_of_n_iterations_takes_n_steps(stylizer):
+    """N iterations are N L-BFGS updates, each evaluated (torch's LBFGS with max_eval = N made N - 1):
+    N + 1 evaluations, and the last step's point is the one returned when it is the best."""
+    content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
+    reports = []
+    params = FusionParams(size=None, levels=1, iterations=4, alpha_local=0.0)
+    result = stylizer(content, style, params, callback=reports.append)
+    assert [r.iteration for r in reports] == [0, 1, 2, 3, 4] and result.evaluations == 5
+    losses = [r.losses.total for r in reports]
+    assert losses[-1] == min(losses), "this run descends all the way: its fourth update is its result"
+    assert result.losses.total == pytest.approx(losses[-1], rel=1e-5)
 
 
 def test_every_level_runs_all_its_iterations_when_the_first_step_barely_changes_the_loss(stylizer):
     """L-BFGS's first step is 1 / |gradient|_1 long; on a 96 px cat x zebra (global + content)
     it leaves the float32 loss unchanged, which torch's default tolerance took for convergence
-    (2 evaluations instead of 4; at 512 px it ended a whole pyramid level after 2 of 100)."""
+    (2 evaluations instead of 4; at 512 px it ended a whole pyramid level after 2 of 100). Our
+    L-BFGS never stops early."""
     content, style = demo_image("content/cat_chelsea.png", 96), demo_image("style/texture_zebra.jpg", 96)
     reports = []
     result = stylizer(content, style, FusionParams(size=None, levels=1, iterations=4, alpha_local=0.0),
                       callback=reports.append)
     first, second = reports[0].losses.total, reports[1].losses.total
     assert abs(first - second) < torch.finfo(torch.float32).eps * first, "the case must still stall its first step"
-    assert result.evaluations == 4
+    assert result.evaluations == 5
+
+
+def test_a_loss_spike_of_torchs_lbfgs_never_reaches_the_result(stylizer):
+    """Cat x grass texture at 64 px, 1 level x 5 iterations: torch.optim.LBFGS, run as stylecore ran
+    it before (no line search, lr 1, history 25, max_eval = max_iter), ends on a loss ~60x its
+    start (3.46e6 -> 3.21e6 -> 2.06e8: a rainbow-noise image). Ours rejects the blow-up and returns
+    an image below its start."""
+    content, style = demo_image("content/cat_chelsea.png"), demo_image("style/texture_grass.png")
+    params = FusionParams(size=64, levels=1, iterations=5)
+    content_t, style_t = image_to_tensor(content), image_to_tensor(style)
+    (level,) = plan_levels(content_t.shape[-2:], style_t.shape[-2:], params)
+    normalize = stylizer.extractor.normalization
+    objective = FusionObjective(stylizer.extractor, normalize(resize(content_t, level.height, level.width)),
+                                normalize(resize(style_t, level.style_height, level.style_width)), params)
+    image = initial_image(level, params, normalize, torch.device("cpu")).requires_grad_(True)
+    optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=5, max_eval=5, history_size=25, tolerance_change=0.0)
+    theirs = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        total = torch.stack(list(objective.terms(image).values())).sum()
+        total.backward()
+        theirs.append(float(total.detach()))
+        return total
+
+    optimizer.step(closure)
+    assert theirs[-1] > 10 * theirs[0], f"the case must spike with torch's L-BFGS: {theirs}"
+
+    ours = []
+    result = stylizer(content, style, params, callback=lambda report: ours.append(report.losses.total))
+    assert ours[0] == pytest.approx(theirs[0], rel=1e-6), "both start from the same image"
+    assert result.rejected_steps >= 1 and not result.worse_than_start
+    assert result.losses.total <= ours[0] and result.losses.total == pytest.approx(min(ours), rel=1e-5)
+
+
+def test_a_synthesis_that_ends_above_its_start_is_flagged(stylizer):
+    """A content tensor holding NaN (a broken upstream decoder, say) makes every loss NaN: the
+    synthesis still returns, flagged, every step rejected."""
+    content = image_to_tensor(demo_image("content/cat_chelsea.png", 48))
+    content[..., 5, 5] = float("nan")
+    result = stylizer(content, demo_image("style/texture_zebra.jpg", 48), FusionParams(size=None, levels=1,
+                                                                                        iterations=3))
+    assert result.worse_than_start and result.rejected_steps == 3
 
 
 def test_levels_halve_up_to_the_output_size():
