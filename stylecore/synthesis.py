@@ -33,7 +33,7 @@ MAX_RISE = 2.0
 
 
 class ImageTooSmallError(ValueError):
-    """An image is too small for the local loss's patches at the coarsest pyramid level."""
+    """An image is too small: at its own resolution, or for the local loss's patches at the coarsest level."""
 
     def __init__(self, which: str, message: str) -> None:
         """`which`: "content" or "style", the image at fault."""
@@ -85,12 +85,19 @@ def plan_levels(content_size: tuple[int, int], style_size: tuple[int, int],
 
     Each level is half the next; the finest has the output size (longest side
     `params.size`, or the content's own size). Raises ImageTooSmallError naming the
-    image and the level that would be too small.
+    image if it is below the minimum side at its own size (a 1x1 or 5x400 image is refused,
+    not enlarged; a 100 px image may be enlarged), or at the coarsest level.
     """
+    smallest = minimum_side(params)
+    for what, (h, w) in (("content", content_size), ("style", style_size)):
+        if min(h, w) < smallest:
+            raise ImageTooSmallError(
+                what, f"{what} image is too small: it is {w}x{h} px, but {params.patch_size}x{params.patch_size} "
+                f"patches on {params.local_layer} need at least {smallest} px per side (an image is never "
+                f"enlarged from below that)")
     height, width = content_size if params.size is None else fit_long_side(*content_size, params.size)
     style_long = params.style_size or max(height, width)
     style_height, style_width = fit_long_side(*style_size, style_long)
-    smallest = minimum_side(params)
     levels = []
     for level in range(params.levels):
         factor = 2 ** (params.levels - 1 - level)

@@ -156,6 +156,26 @@ def test_images_too_small_for_a_patch_at_the_coarsest_level_are_refused(content_
         plan_levels(content_size, style_size, FusionParams(size=384, levels=3))
 
 
+@pytest.mark.parametrize(("content_size", "style_size", "culprit", "shown"), [
+    ((1, 1), (384, 384), "content", "1x1"),
+    ((5, 400), (384, 384), "content", "400x5"),
+    ((384, 384), (11, 300), "style", "300x11"),
+])
+def test_images_below_the_minimum_at_their_own_size_are_refused_not_enlarged(content_size, style_size, culprit,
+                                                                               shown):
+    """With one level the enlarged image would be large enough: it is refused at its own size."""
+    with pytest.raises(ImageTooSmallError, match=f"^{culprit} image is too small: it is {shown} px.*at least 12 px"):
+        plan_levels(content_size, style_size, FusionParams(size=384, levels=1))
+
+
+def test_a_small_but_usable_image_is_still_enlarged(stylizer):
+    levels = plan_levels((100, 100), (12, 40), FusionParams(size=384, levels=1))
+    assert (levels[0].height, levels[0].width, levels[0].style_height, levels[0].style_width) == (384, 384, 115, 384)
+    content, style = demo_image("content/cat_chelsea.png", 24), demo_image("style/texture_zebra.jpg", 24)
+    result = stylizer(content, style, FusionParams(size=48, levels=1, iterations=1))
+    assert result.image.shape[-2:] == (32, 48)
+
+
 def test_device_selection():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
