@@ -4,8 +4,11 @@
 two-loop coefficient passed as `alpha=`, the loss as a float, its stopping tests). Here the
 history lives in preallocated (history, n) tensors, the two-loop recursion uses 0-d device
 tensors as coefficients, and each choice (keep a curvature pair, accept a step, remember the
-best iterate) is a `torch.where` rather than a Python branch. The loop runs a fixed number
-of steps, which also makes the time of a synthesis predictable.
+best iterate) is a `torch.where`, or a lerp or multiply-add by a 0/1 weight (which selects
+exactly, in one pass), rather than a Python branch. The loop runs a fixed number of steps,
+with none of torch's early stops (a tolerance, or a direction that is not a descent one:
+such a step is caught by the rejection below), which also makes the time of a synthesis
+predictable.
 
 Without rejections the iterates are torch's (no line search, `lr`, the first step scaled by
 min(1, 1 / |g|_1), the curvature test y.s > 1e-10). Two additions make it robust:
@@ -68,22 +71,26 @@ class History:
         self.scale = like.new_ones(())
         self.written = 0  # pairs written so far: a host count, independent of the data
 
-    def add(self, step: torch.Tensor, change: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Write the pair (s, y) into the next slot, empty unless `keep` (0-d bool) and y.s > 1e-10."""
-        slot = self.written % self.size
-        curvature = change.dot(step)
-        usable = keep & (curvature > CURVATURE_EPS)
-        self.steps[slot] = torch.where(usable, step, 0.0)
-        self.changes[slot] = torch.where(usable, change, 0.0)
-        self.rho[slot] = torch.where(usable, 1.0 / curvature, 0.0)
-        self.scale = torch.where(usable, curvature / change.dot(change), self.scale)
-        self.written += 1
-        return usable
+    def add(self, direction: torch.Tensor, length: torch.Tensor, gradient: torch.Tensor,
+            previous_gradient: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the pair s = length * direction, y = gradient - previous_gradient into the next slot.
 
-    def clear_where(self, condition: torch.Tensor) -> None:
-        """Empty every slot where `condition` (0-d bool) holds, and reset the scale."""
-        self.rho.mul_(~condition)
-        self.scale = torch.where(condition, 1.0, self.scale)
+        The pair is empty (rho = 0) unless `keep` (0-d bool), y is finite and y.s > 1e-10; a
+        non-finite y is zeroed so that the recursion can pass over it. Returns (usable, y finite),
+        0-d bools. Written straight into the slot: no temporary the size of the image.
+        """
+        slot = self.written % self.size
+        step, change = self.steps[slot], self.changes[slot]
+        torch.mul(direction, length, out=step)
+        torch.sub(gradient, previous_gradient, out=change)
+        curvature, squared = change.dot(step), change.dot(change)
+        finite = torch.isfinite(squared)  # false for any inf or NaN in y (or an overflowing y.y)
+        change.nan_to_num_(0.0, 0.0, 0.0)
+        usable = keep & finite & (curvature > CURVATURE_EPS)
+        self.rho[slot] = torch.where(usable, 1.0 / curvature, 0.0)
+        self.scale = torch.where(usable, curvature / squared, self.scale)
+        self.written += 1
+        return usable, finite
 
     def direction(self, gradient: torch.Tensor) -> torch.Tensor:
         """-H g by the two-loop recursion (Nocedal & Wright, Algorithm 7.4), all on the device."""
@@ -103,7 +110,8 @@ class History:
 
 def first_step_length(gradient: torch.Tensor, lr: float) -> torch.Tensor:
     """torch's first step: lr * min(1, 1 / |g|_1), so that a steepest-descent step stays small."""
-    return gradient.abs().sum().reciprocal().clamp(max=1.0) * lr
+    length: torch.Tensor = torch.linalg.vector_norm(gradient, ord=1).reciprocal().clamp(max=1.0) * lr
+    return length
 
 
 def shorter_step(length: torch.Tensor, slope: torch.Tensor, loss: torch.Tensor,
@@ -136,33 +144,29 @@ def minimize(evaluate: Evaluate, start: torch.Tensor, steps: int, *, history: in
     for number in range(1, steps + 1):
         trial = point.addcmul(direction, length)
         trial_loss, trial_gradient = _flat(evaluate(trial.view(shape)))
-        finite = torch.isfinite(trial_loss) & torch.isfinite(trial_gradient).all()
-        accept = finite & (trial_loss <= max_rise * loss)
+        finite_loss = torch.isfinite(trial_loss)
+        if number < steps:
+            # A finite trial teaches the history its curvature pair even when rejected (an overshoot
+            # measures the curvature that made it overshoot); the next direction then starts from the
+            # current point with that knowledge. Otherwise the same direction is retried shorter.
+            learned, finite_gradient = memory.add(direction, length, trial_gradient, gradient, finite_loss)
+            accept = finite_loss & finite_gradient & (trial_loss <= max_rise * loss)
+        else:  # the last trial only competes for the best iterate
+            accept = finite_loss & (trial_loss <= max_rise * loss)
         rejected += ~accept
         improved = accept & (trial_loss < best_loss)
-        torch.where(improved, trial, best, out=best)
+        best.lerp_(trial, improved.to(best.dtype))  # a weight of 0 or 1 selects exactly
         best_loss = torch.where(improved, trial_loss, best_loss)
         if number == steps:
             break
-        # A finite trial teaches the history its curvature pair even when rejected (an overshoot
-        # measures the curvature that made it overshoot); the next direction then starts from the
-        # current point with that knowledge. Otherwise the same direction is retried shorter.
-        learned = memory.add(direction * length, trial_gradient - gradient, finite)
         retry = shorter_step(length, slope, loss, trial_loss)
-        torch.where(accept, trial, point, out=point)
-        torch.where(accept, trial_gradient, gradient, out=gradient)
+        point.addcmul_(direction, length * accept)  # the trial itself (same arithmetic), or no move
+        torch.where(accept, trial_gradient, gradient, out=gradient)  # a rejected gradient may not be finite
         loss = torch.where(accept, trial_loss, loss)
         renewed = accept | learned
-        new_direction = memory.direction(gradient)
-        new_slope = gradient.dot(new_direction)
-        # Not a descent direction (only numerically possible): restart from steepest descent.
-        restart = renewed & ~(new_slope < 0)
-        memory.clear_where(restart)
-        new_direction = torch.where(restart, gradient.neg(), new_direction)
-        new_slope = torch.where(restart, gradient.dot(new_direction), new_slope)
-        direction = torch.where(renewed, new_direction, direction)
-        slope = torch.where(renewed, new_slope, slope)
-        length = torch.where(renewed, torch.where(restart, first_step_length(gradient, lr), lr), retry)
+        direction.lerp_(memory.direction(gradient), renewed.to(direction.dtype))
+        slope = torch.where(renewed, gradient.dot(direction), slope)
+        length = torch.where(renewed, lr, retry)
     return Minimum(best.view(shape), best_loss, start_loss, rejected, steps + 1)
 
 
