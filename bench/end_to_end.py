@@ -8,8 +8,8 @@ are printed). Prints the difference of the final objectives, all evaluated with 
 matching on the returned images after the runs (untimed), and saves the first fast run
 and the exact run side by side.
 
-    .venv/bin/python -m bench.end_to_end --size 512 [--match-every 10 5] [--variant exact_level_end=true]
-        --output docs/fast_vs_exact.jpg
+    .venv/bin/python -m bench.end_to_end --size 512 [--levels 3] [--iterations 100] [--match-every 10 5]
+        [--variant exact_level_end=true] --output docs/fast_vs_exact.jpg
 """
 
 from __future__ import annotations
@@ -19,8 +19,19 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bench.common import CONTENT, DEFAULT, EXACT, STYLE, demo_rgb, gib, load_average, machine, \
-    peak_memory_bytes, print_table, reset_peak_memory
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    EXACT,
+    STYLE,
+    demo_rgb,
+    gib,
+    load_average,
+    machine,
+    peak_memory_bytes,
+    print_table,
+    reset_peak_memory,
+)
 from stylecore import FusionParams, LossTerms, Stylizer, SynthesisResult
 from stylecore.metrics import exact_objective
 
@@ -63,7 +74,8 @@ def parse_variant(text: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--iterations", type=int, default=DEFAULT.iterations)
+    parser.add_argument("--levels", type=int, default=DEFAULT.levels)
+    parser.add_argument("--iterations", type=int, default=DEFAULT.iterations, help="L-BFGS steps per level")
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
     parser.add_argument("--content", default=CONTENT, help="relative to manifests/images")
     parser.add_argument("--style", default=STYLE, help="relative to manifests/images")
@@ -84,7 +96,7 @@ def main() -> None:
     fast_runs = [*(DEFAULT.with_overrides(match_every=every) for every in args.match_every),
                  *(DEFAULT.with_overrides(**overrides) for overrides in args.variant)]
     for order, params in enumerate((*fast_runs, EXACT, *fast_runs)):
-        params = params.with_overrides(size=args.size, iterations=args.iterations, seed=args.seed)
+        params = params.with_overrides(size=args.size, levels=args.levels, iterations=args.iterations, seed=args.seed)
         reset_peak_memory(stylizer.device)
         result = stylizer(content, style, params)
         peak = peak_memory_bytes(stylizer.device)
@@ -97,15 +109,16 @@ def main() -> None:
             results[name], objectives[name] = result, objective
         rows.append([name, f"{result.seconds:.0f}", f"{result.seconds / result.evaluations:.2f}",
                      f"{result.losses.total:.6g}", f"{objective.total:.6g}", f"{objective.global_:.4g}",
-                     f"{objective.local:.4g}", f"{objective.content:.4g}", gib(peak), load_average()])
+                     f"{objective.local:.4g}", f"{objective.content:.4g}", f"{result.rejected_steps}",
+                     f"{result.worse_than_start}", gib(peak), load_average()])
         print(f"done: {rows[-1]}", flush=True)
     exact_name = describe(EXACT)
     exact, exact_total = results.pop(exact_name), objectives[exact_name].total
-    print(f"{args.size} px, {DEFAULT.levels} levels x {args.iterations} evaluations, seed {args.seed}, "
+    print(f"{args.size} px, {args.levels} levels x {args.iterations} steps, seed {args.seed}, "
           f"{args.content} stylized with {args.style}; the exact objective is evaluated on each returned "
           f"image after its run, untimed")
     print_table(["matching", "seconds", "s/eval (all levels)", "own final loss", "exact objective", "global",
-                 "local", "content", "peak memory", "load after"], rows)
+                 "local", "content", "rejected steps", "worse than start", "peak memory", "load after"], rows)
     for name, fast in results.items():
         difference = (objectives[name].total - exact_total) / exact_total
         before, after = fast.seconds, repeat_seconds[name]

@@ -7,6 +7,8 @@ same run, with peak memory. The default matching reuses matches for `match_every
 evaluations, so it has three rows: an evaluation that refreshes with the reduced search,
 one that reuses, and the average over a whole level of the schedule (reduced refreshes,
 the end-of-level refresh over every patch and the level's principal-basis setup included).
+A second table gives what one L-BFGS step costs on its own (history 25, the image's size):
+stylecore's optimizer against torch.optim.LBFGS, on a cheap separable quadratic.
 
     .venv/bin/python -m bench.loss_breakdown [--sizes 256 512] [--repeats 3] [--iterations 100]
 """
@@ -19,9 +21,23 @@ import time
 
 import torch
 
-from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
-                          print_table, reset_peak_memory, synchronize, timed, vgg_floor)
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    EXACT,
+    STYLE,
+    gib,
+    machine,
+    network_input,
+    peak_memory_bytes,
+    print_table,
+    reset_peak_memory,
+    synchronize,
+    timed,
+    vgg_floor,
+)
 from stylecore import Stylizer
+from stylecore.lbfgs import minimize
 from stylecore.losses import mrf_loss
 from stylecore.matching import project_bank
 from stylecore.modules import SearchKind
@@ -38,6 +54,7 @@ def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: Sear
     `search` is a `SearchKind`: 'exact', 'reduced' or 'reduced_all' (match now), or None (reuse `target`).
     """
     params, local = objective.params, objective.local_loss
+    assert objective.global_loss is not None and local is not None and objective.content_loss is not None
     device = image.device
     pixels = image.detach().clone().requires_grad_(True)
     seconds = {"search": 0.0}
@@ -75,6 +92,7 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     default = DEFAULT.with_overrides(iterations=iterations)
     exact_objective = FusionObjective(stylizer.extractor, content, style, EXACT)
     default_objective = FusionObjective(stylizer.extractor, content, style, default)
+    assert default_objective.local_loss is not None
     basis_seconds = timed(lambda: project_bank(default_objective.local_loss.bank.normalized,
                                                default.matching.search_dim),
                           stylizer.device)
@@ -97,7 +115,9 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     floor = statistics.median(floors[1:])
     medians = {name: {stage: statistics.median(run[stage] for run in runs[1:]) for stage in STAGES}
                for name, runs in times.items()}
-    schedule = [default_objective.local_loss.schedule.search_at(evaluation) for evaluation in range(iterations)]
+    assert default_objective.local_loss is not None
+    # A level of N steps evaluates N + 1 points (its start and each step).
+    schedule = [default_objective.local_loss.schedule.search_at(evaluation) for evaluation in range(iterations + 1)]
     search_cost = {"exact": medians["exact, every evaluation"]["search"],
                    "reduced": medians["default, refresh (reduced search)"]["search"],
                    "reduced_all": statistics.median(level_end_on_default[1:]), None: 0.0}
@@ -117,6 +137,28 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     return rows
 
 
+def optimizer_steps(image: torch.Tensor, history: int, steps: int) -> list[str]:
+    """Milliseconds per L-BFGS step (the evaluation a cheap quadratic), ours and torch's, on an image's size."""
+    curvature = torch.rand(image.shape, generator=torch.Generator().manual_seed(1)).to(image.device) * 99 + 1
+
+    def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0.5 * (curvature * point.square()).sum(), curvature * point
+
+    ours = timed(lambda: minimize(evaluate, image, steps, history=history), image.device)
+    parameter = image.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([parameter], lr=1.0, max_iter=steps, max_eval=2 * steps, history_size=history,
+                                  tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure() -> torch.Tensor:
+        loss, gradient = evaluate(parameter.detach())
+        parameter.grad = gradient
+        return loss
+
+    theirs = timed(lambda: optimizer.step(closure), image.device)
+    return [f"{image.shape[-1]}x{image.shape[-2]}", f"{history}", f"{ours / steps * 1000:.1f}",
+            f"{theirs / steps * 1000:.1f}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -132,6 +174,9 @@ def main() -> None:
     rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
     print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",
                  "ratio", "peak memory"], rows)
+    steps = [optimizer_steps(network_input(stylizer, CONTENT, size), DEFAULT.lbfgs_history, 40) for size in args.sizes]
+    print("one L-BFGS step alone (40 steps of a separable quadratic, history filling up):")
+    print_table(["image", "history", "stylecore.lbfgs ms per step", "torch.optim.LBFGS ms per step"], steps)
     print(f"load average at the end: {machine().rsplit('load average ', 1)[1]}")
 
 
