@@ -21,7 +21,8 @@ from ray.exceptions import RayActorError, RayError
 from pipeline.batch.manifest import Job
 from pipeline.storage.secrets import redact
 from pipeline.storage.store import Storage
-from pipeline.batch.worker import RowProcessor, job_record, utc_now
+from pipeline.batch.records import job_record, utc_now
+from pipeline.batch.worker import RowProcessor
 
 IN_FLIGHT_PER_WORKER = 2
 WAIT_SLICE_SECONDS = 0.5
@@ -102,7 +103,8 @@ class WorkerPool:
         self.ledger = AttemptLedger.options(name=ledger_name).remote()
         actor_class = ray.remote(RowProcessor).options(max_restarts=-1, max_task_retries=-1, **plan.resources)
         self.actors = [actor_class.remote(storage, weights, plan.device, plan.threads,
-                                          count_attempt=LedgerClient(ledger_name), max_attempts=retries + 1)
+                                          count_attempt=LedgerClient(ledger_name), max_attempts=retries + 1,
+                                          run_id=run_id)
                        for _ in range(plan.count)]
         self.weights, self.on_status, self.stop = weights, on_status, stop
         self.starting = {actor.describe.remote(): index for index, actor in enumerate(self.actors)}

@@ -7,13 +7,10 @@ memory) become a failed record with a clear message; they never kill the worker.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from importlib.metadata import version
 from typing import Any
 
 import torch
@@ -21,44 +18,24 @@ from PIL import Image
 
 from pipeline.storage.imagefiles import encode_image
 from pipeline.batch.manifest import Job
-from pipeline.batch.naming import params_fingerprint
+from pipeline.batch.records import job_record, output_metadata, utc_now
 from pipeline.storage.secrets import redact
 from pipeline.storage.store import Location, Storage, StorageError
 from stylecore import DEFAULT_MAX_PIXELS, ImageError, ImageTooSmallError, Stylizer, load_image
-
-STYLEBATCH_VERSION = version("stylebatch")
-
-
-def job_record(job: Job, weights: str) -> dict[str, Any]:
-    """The results-table columns that describe a job: inputs, output and every parameter."""
-    params = job.params
-    return {
-        "row": job.row, "content": str(job.content), "style": str(job.style), "output": str(job.output),
-        "alpha_global": params.alpha_global, "alpha_local": params.alpha_local,
-        "alpha_content": params.alpha_content, "tv_weight": params.tv_weight, "size": params.size,
-        "levels": params.levels, "iters": params.iterations, "seed": params.seed,
-        "match_every": params.match_every, "search_dim": params.search_dim,
-        "search_candidates": params.search_candidates, "search_step": params.search_step, "weights": weights,
-        "params": json.dumps(params_fingerprint(params), sort_keys=True), "stylebatch_version": STYLEBATCH_VERSION,
-    }
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 class RowProcessor:
     """One VGG-19 on one device, reading inputs from and writing outputs to `storage`."""
 
     def __init__(self, storage: Storage, weights: str = "caffe", device: str = "auto",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 count_attempt: Callable[[int], int] | None = None, max_attempts: int = 3) -> None:
+                 count_attempt: Callable[[int], int] | None = None, max_attempts: int = 3,
+                 run_id: str = "") -> None:
         """`count_attempt(row)` records that a row starts and returns how many times it has started;
         a row started more than `max_attempts` times has killed its worker each time, and fails."""
         if threads:
             torch.set_num_threads(threads)
         self.storage, self.weights, self.max_pixels = storage, weights, max_pixels
-        self.count_attempt, self.max_attempts = count_attempt, max_attempts
+        self.count_attempt, self.max_attempts, self.run_id = count_attempt, max_attempts, run_id
         self.stylizer = Stylizer(weights, device)
         self.host = socket.gethostname()
 
@@ -88,7 +65,11 @@ class RowProcessor:
                 raise ImageError(f"{job.content if error.which == 'content' else job.style}: {error}") from None
             record["synthesis_seconds"] = time.perf_counter() - clock
             clock = time.perf_counter()
-            self.storage.write_bytes(job.output, encode_image(result.to_pil(), job.output.name))
+            outcome = {"row": job.row, "loss_global": result.losses.global_, "loss_local": result.losses.local,
+                       "loss_content": result.losses.content, "loss_total": result.losses.total,
+                       "evaluations": result.evaluations} | record
+            self.storage.write_bytes(job.output, encode_image(result.to_pil(), job.output.name),
+                                     metadata=output_metadata(self.run_id, outcome))
             record["write_seconds"] = time.perf_counter() - clock
             losses = result.losses
             record |= {"status": "ok", "loss_global": losses.global_, "loss_local": losses.local,

@@ -79,10 +79,13 @@ def submit(
                                     help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
     force: bool = typer.Option(False, "--force", help="Redo rows whose output exists, overwriting it."),
     strict: bool = typer.Option(False, "--strict", help="Run nothing if any row is invalid."),
+    retry_window: float = typer.Option(120.0, "--retry-window", min=0,
+                                       help="Seconds to keep retrying a storage operation that fails "
+                                            "transiently (connection errors, 5xx, throttling)."),
 ) -> None:
     """Stylize every row of MANIFEST on Ray; record each row in a Parquet results table."""
     from pipeline.batch.runner import RunConfig
-    from pipeline.storage.store import parse_location
+    from pipeline.storage.store import StorageError, parse_location
     from pipeline.cli.submit import submit as run_submit
 
     try:
@@ -95,10 +98,10 @@ def submit(
     except ValueError as error:
         fail(str(error), code=2)
     config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
-                       workers, threads, retries, force, strict, s3_endpoint)
+                       workers, threads, retries, force, strict, s3_endpoint, retry_window)
     try:
         code = run_submit(config)
-    except ValueError as error:  # the manifest or the options cannot be used as given
+    except (ValueError, StorageError) as error:  # the manifest, the locations or the options cannot be used
         fail(_redacted(error), code=2)
     except (RuntimeError, OSError, ConnectionError) as error:
         fail(_redacted(error))
