@@ -21,7 +21,7 @@ import sysconfig
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class WeedMini:
 
     def __init__(self, workdir: Path, credentials: tuple[str, str] | None = None) -> None:
         self.workdir = workdir
-        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS))))
+        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS)), strict=True))
         access_key, secret_key = credentials or ("SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30))
         self.server = S3Server(f"http://127.0.0.1:{self.ports['s3']}", access_key, secret_key, "us-east-1")
         identities = {"identities": [{"name": "stylebatch-tests",
@@ -246,6 +246,34 @@ def crashable_s3(_crashable_weed_mini: WeedMini) -> WeedMini:
     if _crashable_weed_mini.process is None or _crashable_weed_mini.process.poll() is not None:
         _crashable_weed_mini.start()
     return _crashable_weed_mini
+
+
+@pytest.fixture
+def mount_filesystem(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """A factory that mounts a small in-memory filesystem under tmp_path and returns its folder:
+    `mount("tmpfs", size="64k")` (fills up), `mount("tmpfs", read_only=True)`, `mount("ramfs")` (no
+    extended attributes). Unmounted after the test; the test is skipped where this process may not mount
+    (mounting needs root or CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(kind: str = "tmpfs", *, size: str = "1m", read_only: bool = False) -> Path:
+        target = tmp_path / f"{kind}-{len(mounted)}"
+        target.mkdir()
+        options = [f"size={size}"] if kind == "tmpfs" else []
+        options += ["ro"] if read_only else []
+        command = ["mount", "-t", kind, *(["-o", ",".join(options)] if options else []), kind, str(target)]
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command here")
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a {kind} here ({run.stderr.strip()}); mounting needs root or CAP_SYS_ADMIN")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
 @pytest.fixture

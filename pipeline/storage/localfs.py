@@ -40,7 +40,7 @@ def write_file(path: str, fill: Callable[[BinaryIO], object], *, overwrite: bool
     folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         if confine_to is not None:
-            check_inside(real_folder(folder_fd, folder), os.path.realpath(confine_to), path)
+            check_inside(os.path.join(real_folder(folder_fd, folder), name), os.path.realpath(confine_to), path)
         temporary = f".{_shortened(name)}.{uuid.uuid4().hex[:12]}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
         try:
@@ -87,9 +87,11 @@ def real_folder(folder_fd: int, folder: str) -> str:
 
 
 def check_inside(resolved: str, root: str, shown: str) -> None:
-    """OutsidePrefix naming `shown` unless the resolved path `resolved` is `root` or inside it."""
+    """OutsidePrefix naming `shown` unless its resolved path `resolved` is the resolved folder `root` or
+    inside it."""
     if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
-        raise OutsidePrefix(redact(f"{shown}: resolves through a symlink to {resolved}, outside {root}"))
+        through = f" (it resolves through a symlink to {resolved})" if resolved != shown else ""
+        raise OutsidePrefix(redact(f"{shown}: outside {root}{through}"))
 
 
 def _set_metadata(descriptor: int, metadata: Mapping[str, str]) -> None:

@@ -191,17 +191,6 @@ def test_local_listing_is_recursive_sorted_filtered_and_lazy(tmp_path: Path) -> 
 
 # --- S3 ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def bucket(s3_server: S3Server) -> str:
-    """One bucket for this module's S3 tests; each test works under its own prefix."""
-    return s3_server.create_bucket("storage")
-
-
-@pytest.fixture
-def prefix(bucket: str, request: pytest.FixtureRequest) -> Location:
-    return parse_location(f"s3://{bucket}/{request.node.name.replace('[', '-').strip(']')}")
-
-
 def test_s3_round_trip_with_content_type(s3_server: S3Server, prefix: Location) -> None:
     storage = Storage()
     location = prefix.child("out/cat.png")
