@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,10 @@ class S3Server:
 class WeedMini:
     """One `weed mini` process with S3 on 127.0.0.1, free ports, generated credentials, a temp data dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, credentials: tuple[str, str] | None = None) -> None:
         self.workdir = workdir
-        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS))))
-        access_key, secret_key = "SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30)
+        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS)), strict=True))
+        access_key, secret_key = credentials or ("SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30))
         self.server = S3Server(f"http://127.0.0.1:{self.ports['s3']}", access_key, secret_key, "us-east-1")
         identities = {"identities": [{"name": "stylebatch-tests",
                                       "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
@@ -96,12 +97,13 @@ class WeedMini:
                 f"-s3.localSocket={work / 's3.sock'}", "-volume.preStopSeconds=0"]
 
     def start(self) -> None:
-        """Start the process and wait until S3 answers an authenticated request; RuntimeError if it does not."""
-        (self.workdir / "data").mkdir()
+        """Start the process (again, after kill(): same ports, same data) and wait until S3 answers an
+        authenticated request; RuntimeError if it does not."""
+        (self.workdir / "data").mkdir(exist_ok=True)
         environment = {name: value for name, value in os.environ.items()
                        if not name.startswith("AWS_") and name != "S3_BUCKET"}
         environment["TMPDIR"] = str(self.workdir)
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=environment,
                                             start_new_session=True, preexec_fn=_die_with_parent)
@@ -119,6 +121,23 @@ class WeedMini:
             except (BotoCoreError, ClientError):
                 time.sleep(0.05)
         raise RuntimeError(f"weed mini not ready after {_STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """Crash the server: SIGKILL its process group, keeping its data, sockets and ports for start()."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def outage(self, seconds: float) -> threading.Thread:
+        """Kill the server now and start it again `seconds` later in a thread (join it to see it back)."""
+        self.kill()
+
+        def restart() -> None:
+            time.sleep(seconds)
+            self.start()
+        thread = threading.Thread(target=restart, name="s3 outage")
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """Stop the whole process group (SIGTERM, then SIGKILL), remove its sockets and its data."""
@@ -208,6 +227,53 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             yield weed.server
     finally:
         weed.stop()
+
+
+@pytest.fixture(scope="session")
+def _crashable_weed_mini(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedMini]:
+    weed = WeedMini(tmp_path_factory.mktemp("crashable-s3-server"), (s3_server.access_key, s3_server.secret_key))
+    weed.start()
+    try:
+        yield weed
+    finally:
+        weed.stop()
+
+
+@pytest.fixture
+def crashable_s3(_crashable_weed_mini: WeedMini) -> WeedMini:
+    """A second S3 server, running, that a test may kill and restart (kill(), start(), outage()); it
+    accepts the session server's credentials, so Storage(weed.server.endpoint_url) reaches it."""
+    if _crashable_weed_mini.process is None or _crashable_weed_mini.process.poll() is not None:
+        _crashable_weed_mini.start()
+    return _crashable_weed_mini
+
+
+@pytest.fixture
+def mount_filesystem(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """A factory that mounts a small in-memory filesystem under tmp_path and returns its folder:
+    `mount("tmpfs", size="64k")` (fills up), `mount("tmpfs", read_only=True)`, `mount("ramfs")` (no
+    extended attributes). Unmounted after the test; the test is skipped where this process may not mount
+    (mounting needs root or CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(kind: str = "tmpfs", *, size: str = "1m", read_only: bool = False) -> Path:
+        target = tmp_path / f"{kind}-{len(mounted)}"
+        target.mkdir()
+        options = [f"size={size}"] if kind == "tmpfs" else []
+        options += ["ro"] if read_only else []
+        command = ["mount", "-t", kind, *(["-o", ",".join(options)] if options else []), kind, str(target)]
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command here")
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a {kind} here ({run.stderr.strip()}); mounting needs root or CAP_SYS_ADMIN")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
 @pytest.fixture
