@@ -37,7 +37,7 @@ from pipeline.batch.recovery import rebuild_in_flight, recover
 from pipeline.batch.results import ResultsWriter
 from pipeline.batch.runs import HEARTBEAT_SECONDS, RunRecord, utc_now, write_run
 from pipeline.batch.spool import Spool, spool_root
-from pipeline.storage.store import Lease, LeaseHeld, Location, Storage, StorageError
+from pipeline.storage.store import Lease, LeaseHeld, Location, Storage, StorageError, check_storable_name
 from stylecore.params import FusionParams
 
 CHUNK_ROWS = 1000
@@ -154,7 +154,7 @@ class Run:
             yield item
 
     def _check_output(self, output: Location) -> None:
-        self.storage.check_storable_name(output)
+        check_storable_name(output)
         self.storage.check_confined(output, self.config.output)
 
     def validate(self, index: OutputIndex) -> None:
