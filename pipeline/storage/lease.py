@@ -221,9 +221,11 @@ class S3Lease(Lease):
         self._thread.join()
         if not self.lost:
             _delete_if_current(self._storage, self.location, self._etag, self._conditional)
+        self._lost = True
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self._expiry / 3):
+        """Renew a third of the expiry after the last confirmed renewal, until stopped or lost."""
+        while not self._stop.wait(max(0.0, self._confirmed_at + self._expiry / 3 - time.monotonic())):
             if self.lost:
                 return
             sent_at = time.monotonic()
@@ -234,6 +236,7 @@ class S3Lease(Lease):
                             IfMatch=self._etag)
             except StorageError as error:
                 log.warning("%s: lease renewal failed (%s); trying again", self.location, error)
+                self._stop.wait(min(1.0, self._expiry / 10))
                 continue
             if etag is None:
                 self._lost = True
@@ -250,6 +253,7 @@ def acquire_s3(storage: Storage, location: Location, holder: dict[str, str], exp
                     "lease is best effort: two runs starting within a second of each other may both hold it",
                     location)
     current: _Current | None = None
+    storage.client()  # created before the clock starts: the expiry counts from the request
     for _ in range(_TAKE_ATTEMPTS):
         sent_at = time.monotonic()
         body, nonce = _body(holder)

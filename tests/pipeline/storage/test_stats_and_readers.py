@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.storage.s3io import S3Reader
 from pipeline.storage.store import Location, NotFound, ObjectInfo, Storage, StorageError, parse_location
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ def test_an_s3_reader_holds_one_chunk(prefix: Location) -> None:
     storage.write_bytes(prefix.child("big.bin"), os.urandom(200_000))
     fetched: list[int] = []
     with storage.open_reader(prefix.child("big.bin"), chunk_size=10_000) as reader:
+        assert isinstance(reader, S3Reader)
         original = reader._fetch
 
         def counting(start: int, end: int) -> bytes:
