@@ -250,7 +250,8 @@ class Storage:
         With `overwrite=False` nothing that exists is ever replaced (AlreadyExists instead): locally a hard
         link of the fsynced temporary file, on S3 a PutObject with If-None-Match: * (see
         supports_conditional_writes). `metadata` (check_metadata's rules) is part of the same atomic step:
-        S3 user metadata, or `user.stylebatch.*` extended attributes where the filesystem has them.
+        S3 user metadata, or locally the extended attribute `user.stylebatch.metadata` (a JSON object) where
+        the filesystem has them.
         `confine_to`: a local folder that the file's folder must resolve into, checked on the opened folder
         after creating it (OutsidePrefix otherwise). `content_type` defaults to the extension's.
         """
@@ -368,6 +369,11 @@ class Storage:
     def stat_many(self, locations: Sequence[Location]) -> list[ObjectInfo | None]:
         """stat() of each location, in order: local ones one after the other (a few microseconds each), S3
         ones as concurrent HEAD requests on a bounded thread pool, each retried."""
+        if all(location.scheme == "file" for location in locations):
+            try:
+                return [stat_file(location.path) for location in locations]
+            except OSError:
+                pass  # one of them needs retrying or putting into words: go one by one
         results: list[ObjectInfo | None] = [None] * len(locations)
         remote = []
         for index, location in enumerate(locations):

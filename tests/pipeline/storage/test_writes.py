@@ -4,6 +4,7 @@ real S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +85,7 @@ def test_metadata_travels_with_the_file_or_object(folder: Location, s3_server: S
     info = storage.stat(location)
     assert info is not None and info.metadata == metadata and info.size == 5
     if location.scheme == "file":
-        assert os.getxattr(location.path, "user.stylebatch.run") == b"2024-05-01T10-00-00-ab12"
+        assert json.loads(os.getxattr(location.path, "user.stylebatch.metadata")) == metadata
     else:
         head = s3_server.client().head_object(Bucket=location.bucket, Key=location.path)
         assert head["Metadata"] == metadata
