@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.storage.store import Location, Storage, check_storable_name, parse_location
+from pipeline.storage.store import Location, ObjectInfo, Storage, check_storable_name, parse_location
 
 _CHUNK = 1000
 
@@ -54,7 +54,7 @@ def main() -> None:
                 except FileNotFoundError:
                     continue
 
-        def stat_many() -> list[object]:
+        def stat_many() -> list[list[ObjectInfo | None]]:
             return [storage.stat_many(chunk) for chunk in chunks]
 
         def confined() -> None:
