@@ -468,8 +468,9 @@ class Storage:
                       conditional: bool | None = None) -> Lease | LeaseHeld:
         """Take the run lease of an output folder or prefix (pipeline.storage.lease explains the protocol),
         or learn who holds it. `holder` describes this run (run id, host, pid, start...) for others to print.
-        S3 leases expire `expiry_seconds` after their holder's last heartbeat; local ones end with their
-        process. `conditional` (S3): None probes the server, False forces the best-effort protocol."""
+        S3 leases expire `expiry_seconds` after their holder's last heartbeat (takers go by the expiry the
+        holder wrote into the lease); local ones end with their process. `conditional` (S3): None probes
+        the server, False forces the best-effort protocol."""
         location = prefix.child(LEASE_NAME)
         description = dict(holder)
         if location.scheme == "file":
@@ -514,8 +515,9 @@ class Storage:
         """The local folder a write must stay in (None: no constraint); OutsidePrefix for a mismatch."""
         if confine_to is None:
             return None
-        if confine_to.scheme != location.scheme or (location.scheme == "s3" and (
-                location.bucket != confine_to.bucket or not location.path.startswith(confine_to.path))):
+        inside_bucket = location.bucket == confine_to.bucket and (
+            not confine_to.path.strip("/") or location.path.startswith(confine_to.path.rstrip("/") + "/"))
+        if confine_to.scheme != location.scheme or (location.scheme == "s3" and not inside_bucket):
             raise OutsidePrefix(redact(f"{location}: not under {confine_to}"))
         return confine_to.path if location.scheme == "file" else None
 
