@@ -82,6 +82,7 @@ class WeedMini:
         (self.workdir / "s3.json").write_text(json.dumps(identities))
         self.log_path = self.workdir / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._killed = threading.Event()
 
     def command(self) -> list[str]:
         """`weed mini` bound to 127.0.0.1, without telemetry, WebDAV, admin UI, Iceberg, Lance or
@@ -127,17 +128,27 @@ class WeedMini:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._killed.set()
 
-    def outage(self, seconds: float) -> threading.Thread:
-        """Kill the server now and start it again `seconds` later in a thread (join it to see it back)."""
+    def outage(self, seconds: float) -> Outage:
+        """Kill the server now and start it again `seconds` later, from a thread that then stays alive
+        until the next kill() or stop() (the server gets SIGTERM when the thread that started it ends)."""
         self.kill()
+        self._killed = threading.Event()
+        outage = Outage(threading.Event())
 
         def restart() -> None:
             time.sleep(seconds)
-            self.start()
-        thread = threading.Thread(target=restart, name="s3 outage")
-        thread.start()
-        return thread
+            try:
+                self.start()
+            except BaseException as error:
+                outage.failure = error
+                raise
+            finally:
+                outage.over.set()
+            self._killed.wait()
+        threading.Thread(target=restart, name="s3 outage", daemon=True).start()
+        return outage
 
     def stop(self) -> None:
         """Stop the whole process group (SIGTERM, then SIGKILL), remove its sockets and its data."""
@@ -148,12 +159,26 @@ class WeedMini:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._killed.set()
         for component, port in self.ports.items():
             Path(f"/tmp/seaweedfs-{component}-grpc-{port + _GRPC_OFFSET}.sock").unlink(missing_ok=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Outage:
+    """A server outage in progress: wait() returns once the server answers again."""
+
+    over: threading.Event
+    failure: BaseException | None = None
+
+    def wait(self, timeout: float = 2 * _STARTUP_TIMEOUT_S) -> None:
+        """Block until the restart is done; RuntimeError if it failed or took longer than `timeout`."""
+        if not self.over.wait(timeout) or self.failure is not None:
+            raise RuntimeError(f"the S3 server did not come back: {self.failure}")
 
 
 def _weed_binary() -> Path:

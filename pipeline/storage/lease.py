@@ -18,9 +18,10 @@ S3 prefixes (conditional writes, server clock only):
      lease is `lost`. A renewal that cannot get through (storage down) within the expiry also makes it
      `lost`, since another run may have taken over meanwhile. `lost` never clears.
   3. Take over: a taker that finds the object reads it; the object is stale when the server's own clock
-     (the Date header of that response) is more than `expiry_seconds` past its Last-Modified (both are
-     whole seconds, so one second of margin). A stale lease is replaced with If-Match: <the stale ETag>,
-     so of two takers only one wins; the other sees 412 and reads the new holder.
+     (the Date header of that response) is more than the holder's `expiry_seconds` (written in the
+     object) past its Last-Modified (both are whole seconds, so one second of margin). A stale lease is
+     replaced with If-Match: <the stale ETag>, so of two takers only one wins; the other sees 412 and
+     reads the new holder.
   4. Release: DeleteObject with If-Match: <its ETag> (so a lease already taken over is left alone).
   A conditional write whose answer was lost is retried; a 412 on the retry is checked against the
   object's nonce, so a run never mistakes its own successful write for someone else's.
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 LEASE_NAME = ".stylebatch-lease"
 _CLOCK_RESOLUTION_S = 1.0  # Last-Modified and Date have whole seconds
 _TAKE_ATTEMPTS = 5
+_UNREADABLE_EXPIRY_S = 60.0  # for a lease object that is not ours to read: wait this long before replacing it
 _READ_BACK_DELAY_S = 0.5  # best-effort mode: how long another taker has to show up before the read-back
 
 log = logging.getLogger("pipeline.storage")
@@ -188,6 +190,11 @@ class _Current:
     holder: dict[str, str]
     nonce: str
     age: float
+    expiry_seconds: float
+
+    def expires_in(self) -> float:
+        """Seconds until a taker may replace it (one second of margin for the whole-second clocks)."""
+        return max(0.0, self.expiry_seconds + _CLOCK_RESOLUTION_S - self.age)
 
 
 class S3Lease(Lease):
@@ -221,19 +228,22 @@ class S3Lease(Lease):
         self._thread.join()
         if not self.lost:
             _delete_if_current(self._storage, self.location, self._etag, self._conditional)
+        self._lost = True
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self._expiry / 3):
+        """Renew a third of the expiry after the last confirmed renewal, until stopped or lost."""
+        while not self._stop.wait(max(0.0, self._confirmed_at + self._expiry / 3 - time.monotonic())):
             if self.lost:
                 return
             sent_at = time.monotonic()
             window = self._expiry - (sent_at - self._confirmed_at)
-            body, nonce = _body(self.holder)
+            body, nonce = _body(self.holder, self._expiry)
             try:
                 etag = _put(self._storage, self.location, body, nonce, self._conditional, window,
                             IfMatch=self._etag)
             except StorageError as error:
                 log.warning("%s: lease renewal failed (%s); trying again", self.location, error)
+                self._stop.wait(min(1.0, self._expiry / 10))
                 continue
             if etag is None:
                 self._lost = True
@@ -250,26 +260,28 @@ def acquire_s3(storage: Storage, location: Location, holder: dict[str, str], exp
                     "lease is best effort: two runs starting within a second of each other may both hold it",
                     location)
     current: _Current | None = None
+    storage.client()  # created before the clock starts: the expiry counts from the request
     for _ in range(_TAKE_ATTEMPTS):
         sent_at = time.monotonic()
-        body, nonce = _body(holder)
+        body, nonce = _body(holder, expiry_seconds)
         if current is None:
             etag = _put(storage, location, body, nonce, conditional, None, IfNoneMatch="*")
-        elif current.age - _CLOCK_RESOLUTION_S >= expiry_seconds:
+        elif current.expires_in() <= 0:
             etag = _put(storage, location, body, nonce, conditional, None, IfMatch=current.etag)
         else:
-            return LeaseHeld(location, current.holder, expiry_seconds + _CLOCK_RESOLUTION_S - current.age)
+            return LeaseHeld(location, current.holder, current.expires_in())
         if etag is not None:
             return S3Lease(storage, location, holder, expiry_seconds, etag, sent_at, conditional)
         current = storage.call(location, lambda: _read(storage.client(), location))
     if current is None:
         raise StorageError(redact(f"{location}: the lease object keeps appearing and disappearing"))
-    return LeaseHeld(location, current.holder, max(0.0, expiry_seconds + _CLOCK_RESOLUTION_S - current.age))
+    return LeaseHeld(location, current.holder, current.expires_in())
 
 
-def _body(holder: dict[str, str]) -> tuple[bytes, str]:
+def _body(holder: dict[str, str], expiry_seconds: float) -> tuple[bytes, str]:
+    """The lease object's content: who holds it, their expiry (which takers go by), a fresh nonce."""
     nonce = uuid.uuid4().hex
-    return json.dumps({"holder": holder, "nonce": nonce}).encode(), nonce
+    return json.dumps({"holder": holder, "expiry_seconds": expiry_seconds, "nonce": nonce}).encode(), nonce
 
 
 def _read(client: Any, location: Location) -> _Current | None:
@@ -285,10 +297,10 @@ def _read(client: Any, location: Location) -> _Current | None:
     now = parsedate_to_datetime(date).timestamp() if date else time.time()
     try:
         body = json.loads(payload)
-        holder, nonce = _as_holder(body["holder"]), str(body["nonce"])
+        holder, nonce, expiry = _as_holder(body["holder"]), str(body["nonce"]), float(body["expiry_seconds"])
     except (ValueError, KeyError, TypeError):
-        holder, nonce = {}, ""
-    return _Current(str(response["ETag"]), holder, nonce, now - response["LastModified"].timestamp())
+        holder, nonce, expiry = {}, "", _UNREADABLE_EXPIRY_S
+    return _Current(str(response["ETag"]), holder, nonce, now - response["LastModified"].timestamp(), expiry)
 
 
 def _put(storage: Storage, location: Location, body: bytes, nonce: str, conditional: bool,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import stat
 import uuid
@@ -23,7 +24,7 @@ from pipeline.storage.errors import AlreadyExists, OutsidePrefix
 from pipeline.storage.objects import ObjectInfo
 from pipeline.storage.secrets import redact
 
-METADATA_ATTRIBUTE_PREFIX = "user.stylebatch."
+METADATA_ATTRIBUTE = "user.stylebatch.metadata"
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA)
 _NAME_BYTES_KEPT_IN_TEMPORARY_NAMES = 200  # + the 18 added characters stays within NAME_MAX (255)
 
@@ -95,31 +96,28 @@ def check_inside(resolved: str, root: str, shown: str) -> None:
 
 
 def _set_metadata(descriptor: int, metadata: Mapping[str, str]) -> None:
-    """Metadata as user extended attributes; skipped where the filesystem has none (tmpfs without
-    user xattrs, some network filesystems)."""
-    for key, value in metadata.items():
-        try:
-            os.setxattr(descriptor, METADATA_ATTRIBUTE_PREFIX + key, value.encode())
-        except OSError as error:
-            if error.errno in _NO_XATTRS:
-                return
+    """Metadata as one user extended attribute holding a JSON object (one syscall to read it back, whatever
+    the number of keys); skipped where the filesystem has none (ramfs, some network filesystems)."""
+    if not metadata:
+        return
+    try:
+        os.setxattr(descriptor, METADATA_ATTRIBUTE, json.dumps(metadata, separators=(",", ":")).encode())
+    except OSError as error:
+        if error.errno not in _NO_XATTRS:
             raise
 
 
 def read_metadata(path: str) -> dict[str, str]:
-    """The metadata that write_file attached to `path` ({} if none or unsupported)."""
+    """The metadata that write_file attached to `path` ({} if none, unreadable, or unsupported)."""
     try:
-        names = os.listxattr(path)
+        stored = json.loads(os.getxattr(path, METADATA_ATTRIBUTE))
     except OSError as error:
         if error.errno in _NO_XATTRS:
             return {}
         raise
-    metadata = {}
-    for name in names:
-        if name.startswith(METADATA_ATTRIBUTE_PREFIX):
-            with suppress(OSError):
-                metadata[name[len(METADATA_ATTRIBUTE_PREFIX):]] = os.getxattr(path, name).decode(errors="replace")
-    return metadata
+    except ValueError:
+        return {}
+    return {str(key): str(value) for key, value in stored.items()} if isinstance(stored, dict) else {}
 
 
 class LocalReader(io.BufferedReader):

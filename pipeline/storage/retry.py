@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,22 @@ _TRANSIENT_ERRNOS = frozenset({
     errno.ECONNABORTED, errno.EPIPE, errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN,
     errno.EHOSTUNREACH,
 })
+
+
+_WARNING_INTERVAL_S = 10.0  # an outage seen by a thousand concurrent calls is one warning, not a thousand
+_last_warning = 0.0
+_warning_lock = threading.Lock()
+
+
+def _note_retry(message: str) -> None:
+    """A warning that a call is being retried, at most one per interval per process (the rest at DEBUG)."""
+    global _last_warning
+    with _warning_lock:
+        now = time.monotonic()
+        loud = now - _last_warning >= _WARNING_INTERVAL_S
+        if loud:
+            _last_warning = now
+    log.log(logging.WARNING if loud else logging.DEBUG, "%s", message)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -92,6 +109,6 @@ class RetryWindow:
                                if attempts > 1 else "")
                     raise Unavailable(f"{fail(error)}{retried}") from None
                 if attempts == 1:
-                    log.warning("%s; retrying for up to %g s", fail(error), self.seconds)
+                    _note_retry(f"{fail(error)}; retrying for up to {self.seconds:g} s")
                 delay = min(self.max_delay, self.first_delay * 2 ** (attempts - 1))
                 time.sleep(min(remaining, random.uniform(delay / 2, delay)))

@@ -250,7 +250,8 @@ class Storage:
         With `overwrite=False` nothing that exists is ever replaced (AlreadyExists instead): locally a hard
         link of the fsynced temporary file, on S3 a PutObject with If-None-Match: * (see
         supports_conditional_writes). `metadata` (check_metadata's rules) is part of the same atomic step:
-        S3 user metadata, or `user.stylebatch.*` extended attributes where the filesystem has them.
+        S3 user metadata, or locally the extended attribute `user.stylebatch.metadata` (a JSON object) where
+        the filesystem has them.
         `confine_to`: a local folder that the file's folder must resolve into, checked on the opened folder
         after creating it (OutsidePrefix otherwise). `content_type` defaults to the extension's.
         """
@@ -368,6 +369,11 @@ class Storage:
     def stat_many(self, locations: Sequence[Location]) -> list[ObjectInfo | None]:
         """stat() of each location, in order: local ones one after the other (a few microseconds each), S3
         ones as concurrent HEAD requests on a bounded thread pool, each retried."""
+        if all(location.scheme == "file" for location in locations):
+            try:
+                return [stat_file(location.path) for location in locations]
+            except OSError:
+                pass  # one of them needs retrying or putting into words: go one by one
         results: list[ObjectInfo | None] = [None] * len(locations)
         remote = []
         for index, location in enumerate(locations):
@@ -462,8 +468,9 @@ class Storage:
                       conditional: bool | None = None) -> Lease | LeaseHeld:
         """Take the run lease of an output folder or prefix (pipeline.storage.lease explains the protocol),
         or learn who holds it. `holder` describes this run (run id, host, pid, start...) for others to print.
-        S3 leases expire `expiry_seconds` after their holder's last heartbeat; local ones end with their
-        process. `conditional` (S3): None probes the server, False forces the best-effort protocol."""
+        S3 leases expire `expiry_seconds` after their holder's last heartbeat (takers go by the expiry the
+        holder wrote into the lease); local ones end with their process. `conditional` (S3): None probes
+        the server, False forces the best-effort protocol."""
         location = prefix.child(LEASE_NAME)
         description = dict(holder)
         if location.scheme == "file":
@@ -508,8 +515,9 @@ class Storage:
         """The local folder a write must stay in (None: no constraint); OutsidePrefix for a mismatch."""
         if confine_to is None:
             return None
-        if confine_to.scheme != location.scheme or (location.scheme == "s3" and (
-                location.bucket != confine_to.bucket or not location.path.startswith(confine_to.path))):
+        inside_bucket = location.bucket == confine_to.bucket and (
+            not confine_to.path.strip("/") or location.path.startswith(confine_to.path.rstrip("/") + "/"))
+        if confine_to.scheme != location.scheme or (location.scheme == "s3" and not inside_bucket):
             raise OutsidePrefix(redact(f"{location}: not under {confine_to}"))
         return confine_to.path if location.scheme == "file" else None
 

@@ -254,10 +254,12 @@ def test_s3_and_local_listings_of_the_same_tree_agree(prefix: Location, tmp_path
 
 
 def test_storage_pickles_without_its_client_and_works_after(s3_server: S3Server, prefix: Location) -> None:
-    storage = Storage()
+    storage = Storage(retry_window=7.5, connect_timeout=2.0, read_timeout=9.0)
     storage.write_bytes(prefix.child("a.png"), b"before")
+    storage.stat_many([prefix.child("a.png")])
     copy = pickle.loads(pickle.dumps(storage))
     assert copy.endpoint_url == s3_server.endpoint_url
+    assert (copy.retry_window, copy.connect_timeout, copy.read_timeout) == (7.5, 2.0, 9.0)
     assert copy.read_bytes(prefix.child("a.png")) == b"before"
     assert s3_server.secret_key not in repr(copy)
 

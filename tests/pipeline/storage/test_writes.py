@@ -4,7 +4,9 @@ real S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,7 +86,7 @@ def test_metadata_travels_with_the_file_or_object(folder: Location, s3_server: S
     info = storage.stat(location)
     assert info is not None and info.metadata == metadata and info.size == 5
     if location.scheme == "file":
-        assert os.getxattr(location.path, "user.stylebatch.run") == b"2024-05-01T10-00-00-ab12"
+        assert json.loads(os.getxattr(location.path, "user.stylebatch.metadata")) == metadata
     else:
         head = s3_server.client().head_object(Bucket=location.bucket, Key=location.path)
         assert head["Metadata"] == metadata
@@ -138,6 +140,37 @@ def test_probes_name_the_folder_and_the_reason(tmp_path: Path, mount_filesystem:
     read_only = parse_location(str(mount_filesystem("tmpfs", read_only=True) / "out"))
     with pytest.raises(StorageError, match=f"^{read_only}: cannot write here: read-only file system$"):
         storage.probe_writable(read_only)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root, to become another user")
+def test_a_probe_without_permission_says_so() -> None:
+    """As the unprivileged user `nobody` (uid 65534), in a forked child, probing a folder owned by root
+    (outside pytest's temporary folders, which other users cannot enter)."""
+    with tempfile.TemporaryDirectory() as owned_by_root:
+        os.chmod(owned_by_root, 0o755)
+        message = _probe_as_nobody(parse_location(owned_by_root).child("out"))
+    assert message == f"{owned_by_root}/out: cannot write here: permission denied"
+
+
+def _probe_as_nobody(target: Location) -> str:
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                Storage(retry_window=30).probe_writable(target)
+                message = "no error"
+            except StorageError as error:
+                message = str(error)
+            os.write(writing, message.encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    message = os.read(reading, 65536).decode()
+    os.waitpid(child, 0)
+    return message
 
 
 # --- uploads -----------------------------------------------------------------------------------------------
