@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 BUCKETS = 256
-FLUSH_ENTRIES = 1 << 16
+FLUSH_ENTRIES = 1 << 12  # per bucket: at most 256 x 4096 x 25 bytes (26 MB) wait in memory
 FILE, FOLDER = 0, 1
 _ENTRY = np.dtype([("h0", "<u8"), ("h1", "<u8"), ("row", "<i8"), ("kind", "u1")])
 _FLAG = np.dtype([("row", "<i8"), ("other", "<i8"), ("code", "u1")])

@@ -44,6 +44,7 @@ CHUNK_ROWS = 1000
 MAX_LISTED_ERRORS = 50
 LEASE_EXPIRY_SECONDS = 120.0
 LEASE_POLL_SECONDS = 2.0
+PROGRESS_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Run:
         self.in_flight: dict[int, dict[str, Any]] = {}
         self.pool: Any = None
         self.started_ray = False
+        self._last_progress = 0.0
 
     def rows(self, collisions: CollisionStream | None = None) -> Iterator[Job | RowError]:
         """One pass over the manifest: every row validated, with output collisions as RowErrors."""
@@ -266,6 +268,7 @@ class Run:
                     if self.pool is not None:
                         for result in self.pool.drain():
                             self._record(result)
+                    self._progress(None, force=True)
                 except KeyboardInterrupt:
                     summary.interrupted = True
                     self._rebuild_in_flight()
@@ -309,9 +312,17 @@ class Run:
         summary.counts[result["status"]] += 1
         if result["status"] == "failed" and len(summary.failures) < MAX_LISTED_ERRORS:
             summary.failures.append(f"row {result['row']}: {result['error']}")
-        if self.on_progress:
-            self.on_progress(summary, result)
         self.writer.add(result, durable)
+        self._progress(result)
+
+    def _progress(self, result: dict[str, Any] | None, force: bool = False) -> None:
+        """Report progress: at most every PROGRESS_SECONDS for rows that need no compute (a skipped
+        million would otherwise spend most of its time redrawing), at once for computed rows."""
+        now = time.monotonic()
+        if self.on_progress and (force or now - self._last_progress >= PROGRESS_SECONDS
+                                 or (result is not None and result.get("evaluations") is not None)):
+            self._last_progress = now
+            self.on_progress(self.summary, result)
 
     def _rebuild_in_flight(self) -> None:
         """After Ctrl-C: rows whose outputs were written before their results could arrive."""

@@ -89,10 +89,31 @@ class Location:
 
     def child(self, relative: str) -> Location:
         """`relative` joined under this folder/prefix; ValueError if it could land anywhere else."""
+        if _is_plain_relative(relative):  # the common case, joined as is: a driver does this per manifest row
+            if self.scheme == "file":
+                return _trusted("file", "", f"{self.path.rstrip('/')}/{relative}")
+            folder = self.path.rstrip("/")
+            return _trusted("s3", self.bucket, f"{folder}/{relative}" if folder else relative)
         parts = _relative_parts(relative)
         if self.scheme == "file":
             return Location("file", "", os.path.join(self.path, *parts))
         return Location("s3", self.bucket, "/".join([self.path.rstrip("/"), *parts]).lstrip("/"))
+
+
+def _is_plain_relative(relative: str) -> bool:
+    """Whether `relative` is 'a/b.png'-like: no scheme, no leading or doubled '/', no part that starts
+    with '.' (so no '.' or '..'), no backslash. Such a path stays under any folder as written."""
+    return (bool(relative) and relative[0] not in "/." and relative[-1] != "/" and ":" not in relative
+            and "//" not in relative and "/." not in relative and "\\" not in relative and relative.strip() == relative)
+
+
+def _trusted(scheme: Literal["file", "s3"], bucket: str, path: str) -> Location:
+    """A Location built without __post_init__'s checks, for paths already known to be well formed."""
+    location = object.__new__(Location)
+    object.__setattr__(location, "scheme", scheme)
+    object.__setattr__(location, "bucket", bucket)
+    object.__setattr__(location, "path", path)
+    return location
 
 
 def _relative_parts(relative: str) -> list[str]:
