@@ -24,7 +24,9 @@ import ray
 
 from pipeline.batch.manifest import Job, RowError, RowValidator, check_columns, read_rows
 from pipeline.batch.results import ResultsWriter, finished_outputs
-from pipeline.batch.pool import WorkerPool, plan_workers
+from pipeline.batch.cluster_state import read_cluster_state
+from pipeline.batch.planning import PlanOptions, plan_workers
+from pipeline.batch.pool import DEFAULT_WAIT_FOR_WORKERS_SECONDS, WorkerPool
 from pipeline.storage.store import Location, Storage
 from pipeline.batch.worker import STYLEBATCH_VERSION, job_record, utc_now
 from stylecore import FusionParams
@@ -46,6 +48,9 @@ class RunConfig:
     force: bool = False
     strict: bool = False
     s3_endpoint: str | None = None
+    gpus_per_worker: float | None = None
+    device: str = "auto"
+    wait_for_workers: float = DEFAULT_WAIT_FOR_WORKERS_SECONDS
 
 
 @dataclass
@@ -150,8 +155,10 @@ def run(config: RunConfig, on_progress: ProgressHook | None = None,
     stop = threading.Event()
     try:
         with _ctrl_c_sets(stop):
-            pool = WorkerPool(plan_workers(config.workers, config.threads), storage, config.weights,
-                              config.retries, summary.run_id, on_status, stop)
+            plan = plan_workers(read_cluster_state(local=started_ray),
+                                PlanOptions(config.workers, config.threads, config.gpus_per_worker, config.device))
+            pool = WorkerPool(plan, storage, config.weights, config.retries, summary.run_id, on_status, stop,
+                              config.wait_for_workers)
             if on_progress:
                 on_progress(summary, None)
             for item in jobs(config, storage):
