@@ -163,21 +163,21 @@ def _sized(plan: WorkerPlan, state: ClusterState, options: PlanOptions,
     useful = [(shape, name) for shape, name in addable if _workers_on(plan, shape)]
     capacity = _within_max_resources(plan, live + sum(_workers_on(plan, shape) for shape, _ in useful),
                                      state.max_resources)
-    present = f"the {len(state.nodes)} node(s) present hold {live}"
     notes = []
     if state.scaling is Scaling.UNKNOWN:
         count = options.workers or max(1, live)
-        notes.append(f"no autoscaler configuration found ({state.source}); {present}: asking for {count} "
-                     f"worker(s){' (--workers)' if options.workers else ''}")
+        notes.append(f"no autoscaler configuration found ({state.source}); the {len(state.nodes)} node(s) "
+                     f"present hold {live} worker(s): asking for {count}{' (--workers)' if options.workers else ''}")
     else:
         if not capacity:
             raise ValueError(f"no node of this cluster can hold a worker needing {plan.demand()}, "
                              f"and {_cannot_add(state)}")
         count = min(options.workers, capacity) if options.workers else capacity
         names = [name for _, name in useful]
-        nodes = ", ".join(f"{names.count(name)} {name}" for name in dict.fromkeys(names))
-        notes.append(f"cluster capacity: {capacity} worker(s); {present}"
-                     + (f", nodes the autoscaler can add ({nodes}; {state.source}) the rest" if nodes else ""))
+        nodes = ", ".join(f"{names.count(name)} x {name}" for name in dict.fromkeys(names))
+        notes.append(f"cluster capacity: {capacity} worker(s): {live} on the {len(state.nodes)} node(s) present"
+                     + (f", {capacity - live} on nodes the autoscaler can add ({nodes}; node types from "
+                        f"{state.source})" if capacity > live else ""))
         if options.workers and options.workers > capacity:
             notes.append(f"--workers {options.workers}: the cluster can hold {capacity}; asking for {capacity}")
     if any(node_type.max_count is None for node_type in state.node_types):

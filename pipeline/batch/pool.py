@@ -180,7 +180,7 @@ class WorkerPool:
         if self.load or not self.backlog:
             self.waiting_since = None
             return
-        if not self.starting:
+        if not self.starting and not self.pending:
             reason = self.start_errors[0] if self.start_errors else "every worker is gone"
             raise WorkersUnavailable(f"no worker is available: {reason}")
         now = time.monotonic()
