@@ -166,7 +166,8 @@ def fake_autoscaling_cluster(worker_types: dict[str, dict[str, Any]], head_cpus:
     command = [str(RAY), "start", "--head", "--block", f"--port={port}", f"--num-cpus={head_cpus}", "--num-gpus=0",
                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
                f"--autoscaling-config={config_path}", f"--ray-client-server-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0"]
+               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-port={free_port()}",
+               "--min-worker-port=0", "--max-worker-port=0"]
     with open(temp_dir / "ray-start.log", "w") as log:
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
