@@ -51,7 +51,7 @@ SCHEMA = pa.schema([
     ("synthesis_seconds", pa.float64()),
     ("write_seconds", pa.float64()),
     ("worker_host", pa.string()),
-    ("worker_node", pa.string()),  # Ray node id; null in tables written before it existed
+    ("worker_node", pa.string()),  # the Ray node id of the worker; null for rows no worker ran
     ("device", pa.string()),
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")),

@@ -64,6 +64,9 @@ class RunConfig:
     strict: bool = False
     s3_endpoint: str | None = None
     retry_window: float = 120.0
+    gpus_per_worker: float | None = None
+    device: str = "auto"
+    wait_for_workers: float = 15 * 60.0
 
 
 @dataclass
@@ -340,13 +343,19 @@ class Run:
                 self.summary.interrupted = True
 
     def _start_pool(self) -> Any:
-        from pipeline.batch.pool import WorkerPool, plan_workers
+        """Connect to (or start) Ray and ask for workers: only once the first row needs computing."""
+        from pipeline.batch.cluster_state import read_cluster_state
+        from pipeline.batch.planning import PlanOptions, plan_workers
+        from pipeline.batch.pool import WorkerPool
 
-        self.started_ray = _connect(self.config.address)
-        self.ctrl_c.install()  # ray.init may have put its own SIGINT handler in place
         config = self.config
-        return WorkerPool(plan_workers(config.workers, config.threads), self.storage, config.weights,
-                          config.retries, self.summary.run_id, self.on_status, self.stop)
+        self.started_ray = _connect(config.address)
+        self.ctrl_c.install()  # ray.init may have put its own SIGINT handler in place
+        plan = plan_workers(read_cluster_state(local=self.started_ray),
+                            PlanOptions(config.workers, config.threads, config.gpus_per_worker, config.device))
+        return WorkerPool(plan, self.storage, config.weights, config.retries, self.summary.run_id, self.on_status,
+                          self.stop, config.wait_for_workers, output_prefix=config.output,
+                          overwrite=config.force)
 
     def _shutdown_pool(self) -> None:
         if self.started_ray:

@@ -59,9 +59,16 @@ def submit(
                                 "[default: <output>/_results]."),
     address: str = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001, or "
                                 "RAY_ADDRESS); without it a local Ray is started and stopped."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Worker actors [default: one per GPU, "
-                                "else the cores shared out]."),
+    workers: int = typer.Option(None, "--workers", min=1, help="At most this many worker actors [default: as "
+                                "many as the cluster can grow to (its autoscaler's node types)]."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0, max=1,
+                                          help="Fraction of a GPU per worker: 0.25 runs four syntheses on each "
+                                          "GPU [default: 1 where the cluster has GPUs]."),
+    device: str = typer.Option("auto", "--device", help="What workers compute on: auto (CUDA where a worker "
+                               "holds a GPU), cpu or cuda."),
+    wait_for_workers: float = typer.Option(15, "--wait-for-workers", min=0, help="Minutes to wait "
+                                           "for a first worker (nodes booting) before giving up."),
     size: int = typer.Option(None, "--size", min=1, help=f"Default longest side [default: {DEFAULTS.size}]."),
     levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels [default: {DEFAULTS.levels}]."),
     iters: int = typer.Option(None, "--iters", min=1,
@@ -84,6 +91,7 @@ def submit(
                                             "transiently (connection errors, 5xx, throttling)."),
 ) -> None:
     """Stylize every row of MANIFEST on Ray; record each row in a Parquet results table."""
+    from pipeline.batch.planning import WorkersUnavailable
     from pipeline.batch.runner import RunConfig
     from pipeline.storage.store import StorageError, parse_location
     from pipeline.cli.submit import submit as run_submit
@@ -98,10 +106,11 @@ def submit(
     except ValueError as error:
         fail(str(error), code=2)
     config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
-                       workers, threads, retries, force, strict, s3_endpoint, retry_window)
+                       workers, threads, retries, force, strict, s3_endpoint, retry_window,
+                       gpus_per_worker=gpus_per_worker, device=device, wait_for_workers=wait_for_workers * 60)
     try:
         code = run_submit(config)
-    except (ValueError, StorageError) as error:  # the manifest, the locations or the options cannot be used
+    except (ValueError, StorageError, WorkersUnavailable) as error:  # unusable manifest, locations, options, cluster
         fail(_redacted(error), code=2)
     except (RuntimeError, OSError, ConnectionError) as error:
         fail(_redacted(error))
