@@ -18,7 +18,7 @@ CONTENT = "content/portrait_astronaut.png"  # 512x512
 STYLE = "style/great_wave_hokusai.jpg"  # 485x485, square like the content
 
 # The paper's mode: an exact nearest-patch search at every loss evaluation.
-EXACT = FusionParams(match_every=1)
+EXACT = FusionParams().with_overrides(match_every=1)
 DEFAULT = FusionParams()
 
 

@@ -25,8 +25,8 @@ import torch
 
 from bench.common import CONTENT, DEFAULT, STYLE, demo_rgb, machine, network_input, print_table, timed
 from stylecore import FusionParams, Stylizer
-from stylecore.matching import (ProjectedBank, approximate_nearest_patches, nearest_patches, normalize_patches,
-                                project_bank)
+from stylecore.matching import (ProjectedBank, approximate_nearest_patches, certified_nearest_patches,
+                                nearest_patches, normalize_patches, project_bank)
 from stylecore.objective import FusionObjective
 from stylecore.patches import PatchBank, extract_patches, patch_grid
 from stylecore.propagation import propagated_nearest_patches
@@ -41,7 +41,7 @@ def median_seconds(function: Callable[[], object], device: torch.device, repeats
 
 def partly_stylized(stylizer: Stylizer, size: int) -> torch.Tensor:
     """Network-space image of a short half-size synthesis, upsampled: what a finest level starts from."""
-    params = FusionParams(size=size // 2, levels=2, iterations=30, match_every=10)
+    params = FusionParams(size=size // 2, levels=2, iterations=30).with_overrides(match_every=10)
     result = stylizer(demo_rgb(CONTENT, size), demo_rgb(STYLE, size), params)
     upsampled = torch.nn.functional.interpolate(result.image, scale_factor=2, mode="bilinear", align_corners=False)
     return stylizer.extractor.normalization(upsampled.to(stylizer.device))
@@ -73,7 +73,7 @@ def reduced_search(stylizer: Stylizer, queries: torch.Tensor, normalized_bank: t
         for candidates in (4, 8, 16):
             seconds = median_seconds(
                 lambda: approximate_nearest_patches(queries, normalized_bank, bank, candidates), device, repeats)
-            found = approximate_nearest_patches(queries, normalized_bank, bank, candidates)
+            found = certified_nearest_patches(queries, normalized_bank, bank, candidates)
             loss = best - (unit_queries * normalized_bank[found.index]).sum(dim=1)
             rows.append([f"{kind} d={dim} (basis {basis_seconds:.2f} s)", str(candidates), f"{dim}",
                          f"{seconds:.3f}", f"{exact_seconds / seconds:.1f}x",
@@ -191,7 +191,7 @@ def coherent_search(stylizer: Stylizer, synthesis: torch.Tensor, style_features:
     queries = extract_patches(synthesis, 3).contiguous()
     grid = patch_grid(*synthesis.shape[-2:], 3)
     bank = PatchBank.from_features(style_features, 3)
-    projected = project_bank(bank.normalized, DEFAULT.search_dim)
+    projected = project_bank(bank.normalized, DEFAULT.matching.search_dim)
     exact = nearest_patches(queries, bank.normalized)
     unit_queries = normalize_patches(queries)
     best = (unit_queries * bank.normalized[exact]).sum(dim=1)
@@ -201,15 +201,16 @@ def coherent_search(stylizer: Stylizer, synthesis: torch.Tensor, style_features:
         def search(step: int = step) -> torch.Tensor:
             if step == 1:
                 return approximate_nearest_patches(queries, bank.normalized, projected,
-                                                   DEFAULT.search_candidates).index
+                                                   DEFAULT.matching.search_candidates)
             return propagated_nearest_patches(queries, grid, bank.normalized, bank.grid, projected, step,
-                                              candidates=DEFAULT.search_candidates)
+                                              candidates=DEFAULT.matching.search_candidates)
 
         seconds = median_seconds(search, device, repeats)
         found = search()
         loss = best - (unit_queries * bank.normalized[found]).sum(dim=1)
         anchors = "every query" if step == 1 else f"every {step}th row and column"
-        rows.append([f"reduced d={DEFAULT.search_dim} r={DEFAULT.search_candidates}", anchors, f"{seconds:.3f}",
+        matching = DEFAULT.matching
+        rows.append([f"reduced d={matching.search_dim} r={matching.search_candidates}", anchors, f"{seconds:.3f}",
                      f"{exact_seconds / seconds:.1f}x", f"{(found == exact).float().mean().item():.1%}",
                      f"{loss.mean().item():.1e}", f"{loss.max().item():.3f}"])
     print(f"\n6. coherent search, {len(queries)} queries ({grid[0]}x{grid[1]}) x {len(bank)} style patches")

@@ -39,9 +39,10 @@ def side_by_side(left: Image.Image, right: Image.Image, left_title: str, right_t
 
 def describe(params: FusionParams) -> str:
     """The run's matching, as the fields in which it differs from the default."""
-    if params.match_every == 1:
+    if params.matching.match_every == 1:
         return "exact matching at every evaluation"
-    changed = [f"{name}={getattr(params, name)}" for name in VARIED if getattr(params, name) != getattr(DEFAULT, name)]
+    changed = [f"{name}={getattr(params.matching, name)}" for name in VARIED
+               if getattr(params.matching, name) != getattr(DEFAULT.matching, name)]
     return "default matching" + (f" with {', '.join(changed)}" if changed else "")
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
     parser.add_argument("--content", default=CONTENT, help="relative to manifests/images")
     parser.add_argument("--style", default=STYLE, help="relative to manifests/images")
-    parser.add_argument("--match-every", type=int, nargs="+", default=[DEFAULT.match_every],
+    parser.add_argument("--match-every", type=int, nargs="+", default=[DEFAULT.matching.match_every],
                         help="of the fast runs, one run each")
     parser.add_argument("--variant", type=parse_variant, action="append", default=[],
                         help="one more fast run with these overrides of the default, e.g. exact_level_end=true")

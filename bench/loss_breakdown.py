@@ -22,18 +22,20 @@ import torch
 from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
                           print_table, reset_peak_memory, synchronize, timed, vgg_floor)
 from stylecore import Stylizer
+from stylecore.losses import mrf_loss
 from stylecore.matching import project_bank
+from stylecore.modules import SearchKind
 from stylecore.objective import FusionObjective
 from stylecore.patches import MRFTarget, memory_format_of
 
 STAGES = ("forward", "gram", "search", "mrf+content", "backward")
 
 
-def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: str,
+def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: SearchKind | None,
                    target: MRFTarget | None = None) -> tuple[dict[str, float], MRFTarget]:
     """Seconds per stage of one evaluation, and the matched-patch target it used.
 
-    `search` is a `SearchKind`: 'exact', 'reduced' or 'reduced_all' (match now), or 'none' (reuse `target`).
+    `search` is a `SearchKind`: 'exact', 'reduced' or 'reduced_all' (match now), or None (reuse `target`).
     """
     params, local = objective.params, objective.local_loss
     device = image.device
@@ -52,12 +54,12 @@ def one_evaluation(objective: FusionObjective, image: torch.Tensor, search: str,
     total = params.alpha_global * objective.global_loss(features)
     lap("gram")
     local_features = features[params.local_layer]
-    if search != "none" or target is None:
-        index = local.match(local_features, search)
+    if search is not None or target is None:
+        index = local.matcher.match(local_features, search or "exact", local.matches)
         lap("search")
         height, width = local_features.shape[-2:]
         target = MRFTarget(local.bank, index, height, width, memory_format_of(local_features))
-    total = total + params.alpha_local * target.loss(local_features)
+    total = total + params.alpha_local * mrf_loss(local_features, target)
     total = total + params.alpha_content * objective.content_loss(features[params.content_layer])
     lap("mrf+content")
     total.backward()
@@ -73,11 +75,12 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     default = DEFAULT.with_overrides(iterations=iterations)
     exact_objective = FusionObjective(stylizer.extractor, content, style, EXACT)
     default_objective = FusionObjective(stylizer.extractor, content, style, default)
-    basis_seconds = timed(lambda: project_bank(default_objective.local_loss.bank.normalized, default.search_dim),
+    basis_seconds = timed(lambda: project_bank(default_objective.local_loss.bank.normalized,
+                                               default.matching.search_dim),
                           stylizer.device)
     cases = {"exact, every evaluation": (exact_objective, "exact"),
              "default, refresh (reduced search)": (default_objective, "reduced"),
-             "default, reuse": (default_objective, "none")}
+             "default, reuse": (default_objective, None)}
     times: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
     peaks: dict[str, int] = {name: 0 for name in cases}
     floors: list[float] = []
@@ -94,14 +97,14 @@ def measure(stylizer: Stylizer, size: int, repeats: int, iterations: int) -> lis
     floor = statistics.median(floors[1:])
     medians = {name: {stage: statistics.median(run[stage] for run in runs[1:]) for stage in STAGES}
                for name, runs in times.items()}
-    schedule = [default_objective.local_loss.planned_search(evaluation) for evaluation in range(iterations)]
+    schedule = [default_objective.local_loss.schedule.search_at(evaluation) for evaluation in range(iterations)]
     search_cost = {"exact": medians["exact, every evaluation"]["search"],
                    "reduced": medians["default, refresh (reduced search)"]["search"],
-                   "reduced_all": statistics.median(level_end_on_default[1:]), "none": 0.0}
+                   "reduced_all": statistics.median(level_end_on_default[1:]), None: 0.0}
     target_cost = medians["default, refresh (reduced search)"]["mrf+content"] - medians["default, reuse"]["mrf+content"]
     level = dict(medians["default, reuse"])
     level["search"] = (sum(search_cost[kind] for kind in schedule) + basis_seconds) / len(schedule)
-    level["mrf+content"] += target_cost * sum(kind != "none" for kind in schedule) / len(schedule)
+    level["mrf+content"] += target_cost * sum(kind is not None for kind in schedule) / len(schedule)
     refreshes = " + ".join(f"{schedule.count(kind)} {kind}" for kind in ("reduced", "reduced_all", "exact")
                            if kind in schedule)
     medians[f"default, level average ({refreshes} refreshes / {len(schedule)})"] = level
@@ -123,8 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
-    print(f"default matching: match_every={DEFAULT.match_every}, search_dim={DEFAULT.search_dim}, "
-          f"search_candidates={DEFAULT.search_candidates}, search_step={DEFAULT.search_step}; "
+    print(f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
+          f"search_candidates={DEFAULT.matching.search_candidates}, search_step={DEFAULT.matching.search_step}; "
           f"seconds are medians of {args.repeats} interleaved rounds")
     rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
     print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",

@@ -19,7 +19,7 @@ import statistics
 
 from bench.common import (CONTENT, DEFAULT, STYLE, demo_rgb, gib, load_average, machine, network_input,
                           peak_memory_bytes, print_table, reset_peak_memory, vgg_floor)
-from stylecore import FusionParams, Progress, Stylizer
+from stylecore import FusionParams, Stylizer, SynthesisProgress
 
 CONFIGURATIONS: dict[str, dict[str, int]] = {
     "exact (match_every=1), the paper": {"match_every": 1},
@@ -31,7 +31,7 @@ CONFIGURATIONS: dict[str, dict[str, int]] = {
 }
 
 
-def finest_level_seconds_per_evaluation(reports: list[Progress]) -> float:
+def finest_level_seconds_per_evaluation(reports: list[SynthesisProgress]) -> float:
     """Wall time of the last level (from the end of the previous one) over its evaluations."""
     last = reports[-1].level
     before = [report.elapsed for report in reports if report.level < last]
@@ -49,17 +49,17 @@ def main() -> None:
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
     print(f"{args.size}/{args.size}, {DEFAULT.levels} levels x {args.iterations} evaluations; "
-          f"default matching: match_every={DEFAULT.match_every}, search_dim={DEFAULT.search_dim}, "
-          f"search_candidates={DEFAULT.search_candidates}")
+          f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
+          f"search_candidates={DEFAULT.matching.search_candidates}")
     content, style = demo_rgb(CONTENT, args.size), demo_rgb(STYLE, args.size)
     floor_image = network_input(stylizer, CONTENT, args.size)
     rows = []
     for name, overrides in CONFIGURATIONS.items():
         if args.only and not any(part in name for part in args.only):
             continue
-        params = FusionParams(size=args.size, iterations=args.iterations, **overrides)
+        params = FusionParams(size=args.size, iterations=args.iterations).with_overrides(**overrides)
         floor = statistics.median(vgg_floor(stylizer, floor_image, params.layers) for _ in range(3))
-        reports: list[Progress] = []
+        reports: list[SynthesisProgress] = []
         reset_peak_memory(stylizer.device)
         result = stylizer(content, style, params, callback=reports.append)
         peak = peak_memory_bytes(stylizer.device)

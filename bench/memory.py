@@ -51,7 +51,8 @@ def whole_synthesis(stylizer: Stylizer, size: int, iterations: int) -> None:
     result = stylizer(demo_rgb(CONTENT, size), demo_rgb(STYLE, size), params)
     peak = peak_memory_bytes(stylizer.device)
     print(f"\n1. {size}/{size} synthesis, {params.levels} levels x {iterations} evaluations "
-          f"(match_every={params.match_every}, search_dim={params.search_dim}), {result.seconds:.0f} s")
+          f"(match_every={params.matching.match_every}, search_dim={params.matching.search_dim}), "
+          f"{result.seconds:.0f} s")
     print_table(["what", "memory"], [["process before (weights, libraries)", gib(baseline)],
                                      ["peak during the synthesis", gib(peak)]])
 
@@ -66,11 +67,12 @@ def search_memory(stylizer: Stylizer, style_sizes: list[int], budgets: list[int]
         with torch.no_grad():
             style = stylizer.extractor(network_input(stylizer, STYLE, style_size), (layer,))[layer]
         bank = normalize_patches(extract_patches(style, 3).contiguous())
-        projected = project_bank(bank, DEFAULT.search_dim)
+        projected = project_bank(bank, DEFAULT.matching.search_dim)
         for budget in budgets:
             exact = added_peak(lambda: nearest_patches(queries, bank, budget), device)
             reduced = added_peak(
-                lambda: approximate_nearest_patches(queries, bank, projected, DEFAULT.search_candidates, budget),
+                lambda: approximate_nearest_patches(queries, bank, projected, DEFAULT.matching.search_candidates,
+                                                    budget),
                 device)
             rows.append([f"{style_size}", f"{len(bank)}", gib(bank.numel() * bank.element_size()),
                          f"{budget / 2**20:.0f} MiB", f"{exact / 2**20:.0f} MiB", f"{reduced / 2**20:.0f} MiB"])
@@ -90,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
     print(f"machine: {machine()}")
-    search_memory(stylizer, args.style_sizes, [DEFAULT.search_budget_bytes, 64 * 2**20])
+    search_memory(stylizer, args.style_sizes, [DEFAULT.matching.search_budget_bytes, 64 * 2**20])
     if not args.skip_synthesis:
         whole_synthesis(stylizer, args.size, args.iterations)
 

@@ -97,7 +97,7 @@ def main() -> None:
     params = FusionParams(size=args.size, levels=args.levels, iterations=args.iters)
     print(f"machine: {machine()}")
     print(f"rows {args.rows}, size {args.size}, levels {args.levels}, iters {args.iters}, "
-          f"match_every {params.match_every}, {args.threads} thread(s) per worker, "
+          f"match_every {params.matching.match_every}, {args.threads} thread(s) per worker, "
           f"{'every shipped image cycled' if args.mixed else f'{CONTENT} x {STYLE} in every row'}")
     results: dict[int, list[dict[str, float]]] = {n: [] for n in args.workers}
     bare: dict[int, list[float]] = {n: [] for n in args.workers}

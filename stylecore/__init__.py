@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "stylecore.images": ("DEFAULT_MAX_PIXELS", "ImageError", "image_to_tensor", "load_image", "tensor_to_image"),
-    "stylecore.params": ("FusionParams",),
-    "stylecore.progress": ("LossTerms", "Progress", "ProgressCallback"),
+    "stylecore.params": ("FusionParams", "MatchingParams"),
+    "stylecore.progress": ("LossTerms", "ProgressCallback", "SynthesisProgress"),
     "stylecore.synthesis": ("ImageTooSmallError", "Level", "Stylizer", "SynthesisResult", "plan_levels",
                             "resolve_device", "stylize"),
     "stylecore.weights": ("VGGWeights", "WeightsError", "load_weights"),
@@ -24,10 +24,17 @@ __all__ = sorted(_MODULE_OF)
 
 if TYPE_CHECKING:
     from stylecore.images import DEFAULT_MAX_PIXELS, ImageError, image_to_tensor, load_image, tensor_to_image
-    from stylecore.params import FusionParams
-    from stylecore.progress import LossTerms, Progress, ProgressCallback
-    from stylecore.synthesis import (ImageTooSmallError, Level, Stylizer, SynthesisResult, plan_levels,
-                                     resolve_device, stylize)
+    from stylecore.params import FusionParams, MatchingParams
+    from stylecore.progress import LossTerms, ProgressCallback, SynthesisProgress
+    from stylecore.synthesis import (
+        ImageTooSmallError,
+        Level,
+        Stylizer,
+        SynthesisResult,
+        plan_levels,
+        resolve_device,
+        stylize,
+    )
     from stylecore.weights import VGGWeights, WeightsError, load_weights
 
 

@@ -3,9 +3,9 @@
 On the CPU every evaluation allocates and frees the same few dozen feature-map-sized
 buffers (up to 64 MiB each at 512 px). glibc serves blocks that large with a fresh
 mmap and unmaps them on free, so every buffer is page-faulted and zeroed by the kernel
-again at every evaluation: ~135,000 page faults and 10-20% of an evaluation at 512 px
-(BENCHMARKS.md, direction 9). Serving them from the heap, and trimming it only beyond a
-threshold, lets the next evaluation reuse the same pages.
+again at every evaluation, a sizeable share of an evaluation at 512 px (BENCHMARKS.md,
+"The search's directions", direction 9). Serving them from the heap, and trimming it
+only beyond a threshold, lets the next evaluation reuse the same pages.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 # Free memory at the top of the heap beyond this is still returned to the kernel, so a
-# process that once needed much more (a 1024 px synthesis peaks at ~5.5 GiB) gives most of
-# it back; 256 MiB to 2 GiB measured alike at 512 px.
+# process that once needed much more (a 1024 px synthesis) gives most of it back; larger
+# thresholds measured alike at 512 px (BENCHMARKS.md, direction 9).
 TRIM_THRESHOLD_BYTES = 256 << 20
 
 _retaining = False
@@ -45,8 +45,8 @@ def release_retained_memory() -> None:
 
     What a synthesis calls between pyramid levels and after its last: a level's buffers
     (4x the area of the last level's) do not fit in the holes the last one left, so
-    without this the holes stay resident beside them (a 1024 px synthesis peaked at
-    6.1 GiB against 4.3 GiB). Within a level every evaluation reuses the same pages.
+    without this the holes stay resident beside them (BENCHMARKS.md, "Memory"). Within a
+    level every evaluation reuses the same pages.
     """
     if _retaining:
         ctypes.CDLL(None).malloc_trim(0)

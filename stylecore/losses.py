@@ -7,11 +7,12 @@ Feature maps are (1, C, H, W); patches as in `stylecore.patches`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from stylecore.matching import nearest_patches
-from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of
+from stylecore.patches import MRFTarget
 
 
 class _ScaledGram(torch.autograd.Function):
@@ -23,13 +24,13 @@ class _ScaledGram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, flat: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx: Any, flat: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(flat)
         ctx.scale = scale
         return flat @ flat.mT * scale
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (flat,) = ctx.saved_tensors
         symmetric = (grad + grad.mT) * ctx.scale
         if flat.stride(-2) == 1 and flat.shape[-2] > 1:  # channels_last: (L, C) rows in memory
@@ -42,8 +43,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
     Contiguous and channels_last maps both flatten to (N, C, H*W) without a copy.
     """
-    n, c, h, w = features.shape
-    return _ScaledGram.apply(features.flatten(2), 1.0 / (c * h * w))
+    _, c, h, w = features.shape
+    gram: torch.Tensor = _ScaledGram.apply(features.flatten(2), 1.0 / (c * h * w))
+    return gram
 
 
 def gram_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
@@ -64,15 +66,15 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dx.square().sum() + dy.square().sum())
 
 
-def mrf_loss(features: torch.Tensor, bank: PatchBank, budget_bytes: int = 256 * 2**20) -> torch.Tensor:
-    """Local style loss (Eq. 4/5): each synthesis patch against its nearest style patch.
+def mrf_loss(features: torch.Tensor, target: MRFTarget) -> torch.Tensor:
+    """Local style loss (Eq. 4/5) of (1, C, H, W) features against their matched style patches.
 
     Each element's squared distance to its matched patch is weighted by 1 / (number of
     patches covering that position), and the sum halved: the loss whose gradient at
     every position is the average over its patches of (current - matched), CNNMRF's
     update. It equals Eq. (4) / 18 in the interior, up to a term constant in `features`.
-    Synthesis patches have the bank's size and stride.
+    `target` holds the matches: `MRFTarget.nearest(bank, features)` for the exact nearest
+    patches (the paper), or whatever a `LocalStyleLoss` refresh found.
     """
-    queries = extract_patches(features.detach(), bank.size, bank.stride)
-    index = nearest_patches(queries, bank.normalized, budget_bytes)
-    return MRFTarget(bank, index, features.shape[-2], features.shape[-1], memory_format_of(features)).loss(features)
+    difference = (features - target.mean) * target.covered
+    return 0.5 * difference.square().sum() + target.residual

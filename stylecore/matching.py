@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -11,7 +12,7 @@ import torch
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Rows divided by their L2 norm, so a dot product is the normalised cross-correlation (Eq. 5)."""
-    return patches / patches.norm(dim=1, keepdim=True).clamp_min(eps)
+    return patches.div(patches.norm(dim=1, keepdim=True).clamp_min(eps))
 
 
 @torch.no_grad()
@@ -65,8 +66,9 @@ class ProjectedBank:
     residual_bound: torch.Tensor
 
 
-class ApproximateMatch(NamedTuple):
-    """Result of `approximate_nearest_patches`, one entry per query (all (P,) tensors)."""
+@dataclass(frozen=True)
+class ApproximateMatch:
+    """Result of `certified_nearest_patches`, one entry per query (all (P,) tensors)."""
 
     index: torch.Tensor  # bank row chosen: the best candidate by exact normalised cross-correlation
     certified: torch.Tensor  # True where no bank row outside the candidates can score higher
@@ -90,7 +92,8 @@ def principal_basis(normalized_bank: torch.Tensor, dim: int, seed: int = 0,
         sketch = normalized_bank @ (normalized_bank.t() @ torch.linalg.qr(sketch).Q)
     range_basis = torch.linalg.qr(sketch).Q
     right = torch.linalg.svd(range_basis.t() @ normalized_bank, full_matrices=False).Vh
-    return right[:dim].contiguous()
+    basis: torch.Tensor = right[:dim].contiguous()
+    return basis
 
 
 @torch.no_grad()
@@ -102,41 +105,75 @@ def project_bank(normalized_bank: torch.Tensor, dim: int, seed: int = 0) -> Proj
     return ProjectedBank(basis, projected.contiguous(), residual.max())
 
 
-@torch.no_grad()
-def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank,
-                                candidates: int = 8, budget_bytes: int = 256 * 2**20,
-                                query_block: int = 256, bank_block: int = 4096) -> ApproximateMatch:
-    """Nearest bank row per query by normalised cross-correlation, searched in reduced dimension.
+class _CandidateBlock(NamedTuple):
+    """One block of queries of the reduced search, with its re-ranked candidates."""
 
-    `queries` (P, D) are compared with the bank in `bank`'s d-dimensional basis; the
-    `candidates` best rows per query are then re-ranked exactly in D dimensions. The
-    result is certified exact where the best candidate's exact score beats every
-    possible score outside the candidates (the d-dimensional score of the worst candidate
-    plus the largest projection error); elsewhere `error_bound` bounds the loss in NCC.
-    Scores are taken in blocks of at most `query_block` x `bank_block` (small enough to
-    stay in cache on a CPU), shrunk further if the scores or the gathered candidates would
-    not fit in half of `budget_bytes` each: memory does not grow with the bank's size.
-    """
+    queries: torch.Tensor  # (Pb, D) the block's queries, normalised
+    coordinates: torch.Tensor  # (Pb, d) their coordinates in the reduced basis
+    reduced_scores: torch.Tensor  # (Pb, count) the candidates' reduced-dimension scores, best first
+    rows: torch.Tensor  # (Pb, count) the candidates' bank rows
+    best_score: torch.Tensor  # (Pb,) the best candidate's exact score
+    best: torch.Tensor  # (Pb,) its bank row
+
+
+def _candidate_blocks(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank, candidates: int,
+                      budget_bytes: int, query_block: int, bank_block: int) -> Iterator[_CandidateBlock]:
+    """The reduced search block by block: the `candidates` best rows per query in `bank`'s basis,
+    re-ranked exactly. Blocks are at most `query_block` x `bank_block` scores (small enough to stay
+    in cache on a CPU), fewer if the scores or the gathered candidates would not fit in half of
+    `budget_bytes` each: memory does not grow with the bank's size."""
     rows, width = normalized_bank.shape
     count = min(candidates, rows)
     query_block, bank_block = search_blocks(queries.shape[0], rows, width, count, queries.element_size(),
                                             budget_bytes, query_block, bank_block)
-    slack = 8 * math.sqrt(width) * torch.finfo(queries.dtype).eps
-    index, certified, error_bound = [], [], []
     for start in range(0, queries.shape[0], query_block):
         block = normalize_patches(queries[start:start + query_block].contiguous())
         coordinates = block @ bank.basis.t()
-        residual = (block.square().sum(dim=1) - coordinates.square().sum(dim=1)).clamp_min(0).sqrt()
         top_score, top_index = _top_candidates(coordinates, bank.projected, count, bank_block)
         exact = torch.bmm(normalized_bank[top_index], block.unsqueeze(2)).squeeze(2)
         best_score, best_position = exact.max(dim=1)
-        if count == rows:
-            outside = torch.full_like(best_score, -math.inf)
+        yield _CandidateBlock(block, coordinates, top_score, top_index, best_score,
+                              top_index.gather(1, best_position.unsqueeze(1)).squeeze(1))
+
+
+@torch.no_grad()
+def approximate_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank,
+                                candidates: int = 8, budget_bytes: int = 256 * 2**20,
+                                query_block: int = 256, bank_block: int = 4096) -> torch.Tensor:
+    """Nearest bank row per query (P,) by normalised cross-correlation, searched in reduced dimension.
+
+    `queries` (P, D) are compared with the bank in `bank`'s d-dimensional basis; the
+    `candidates` best rows per query are then re-ranked exactly in D dimensions. What the
+    local loss runs; `certified_nearest_patches` also says which answers are provably exact.
+    """
+    return torch.cat([block.best for block in _candidate_blocks(queries, normalized_bank, bank, candidates,
+                                                                budget_bytes, query_block, bank_block)])
+
+
+@torch.no_grad()
+def certified_nearest_patches(queries: torch.Tensor, normalized_bank: torch.Tensor, bank: ProjectedBank,
+                              candidates: int = 8, budget_bytes: int = 256 * 2**20,
+                              query_block: int = 256, bank_block: int = 4096) -> ApproximateMatch:
+    """`approximate_nearest_patches` with a certificate for each answer.
+
+    An answer is certified exact where the best candidate's exact score beats every
+    possible score outside the candidates (the d-dimensional score of the worst candidate
+    plus the largest projection error); elsewhere `error_bound` bounds the loss in NCC.
+    For measuring the search (tests, benchmarks); the loss never needs it.
+    """
+    rows, width = normalized_bank.shape
+    slack = 8 * math.sqrt(width) * torch.finfo(queries.dtype).eps
+    index, certified, error_bound = [], [], []
+    for block in _candidate_blocks(queries, normalized_bank, bank, candidates, budget_bytes, query_block,
+                                   bank_block):
+        if block.rows.shape[1] == rows:
+            outside = torch.full_like(block.best_score, -math.inf)
         else:
-            outside = top_score.min(dim=1).values + residual * bank.residual_bound + slack
-        index.append(top_index.gather(1, best_position.unsqueeze(1)).squeeze(1))
-        certified.append(best_score >= outside)
-        error_bound.append((outside - best_score).clamp_min(0))
+            residual = (block.queries.square().sum(dim=1) - block.coordinates.square().sum(dim=1)).clamp_min(0).sqrt()
+            outside = block.reduced_scores.min(dim=1).values + residual * bank.residual_bound + slack
+        index.append(block.best)
+        certified.append(block.best_score >= outside)
+        error_bound.append((outside - block.best_score).clamp_min(0))
     return ApproximateMatch(torch.cat(index), torch.cat(certified), torch.cat(error_bound))
 
 

@@ -9,7 +9,7 @@ with different matching settings can be compared on what they all minimise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -18,8 +18,8 @@ from stylecore.losses import content_loss, gram_loss, gram_matrix
 from stylecore.matching import nearest_patches, normalize_patches
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
-from stylecore.progress import LossTerms
 from stylecore.patches import extract_patches
+from stylecore.progress import LossTerms
 from stylecore.vgg import VGGFeatures
 
 
@@ -39,7 +39,7 @@ def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Te
     longest side (or `params.style_size`)."""
     device = next(extractor.parameters()).device
     height, width = image.shape[-2:]
-    style_height, style_width = fit_long_side(*style.shape[-2:], params.style_size or max(height, width))
+    style_height, style_width = fit_long_side(style.shape[-2], style.shape[-1], params.style_size or max(height, width))
     normalize = extractor.normalization
     return (normalize(image.to(device)), normalize(resize(content.to(device), height, width)),
             normalize(resize(style.to(device), style_height, style_width)))
@@ -49,7 +49,7 @@ def finest_inputs(extractor: VGGFeatures, image: torch.Tensor, content: torch.Te
 def exact_objective(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
                     params: FusionParams | None = None) -> LossTerms:
     """The weighted loss terms of `image` (1, 3, H, W, RGB 0..1) under `params`, matched exactly."""
-    params = replace(params or FusionParams(), match_every=1)
+    params = (params or FusionParams()).with_overrides(match_every=1)
     net_image, net_content, net_style = finest_inputs(extractor, image, content, style, params)
     return to_loss_terms(FusionObjective(extractor, net_content, net_style, params).terms(net_image))
 
@@ -72,7 +72,7 @@ def distances(extractor: VGGFeatures, image: torch.Tensor, content: torch.Tensor
                for layer in params.global_layers)
     queries = extract_patches(image_features[params.local_layer], params.patch_size, params.patch_stride)
     bank = extract_patches(style_features[params.local_layer], params.patch_size, params.patch_stride)
-    matched = bank[nearest_patches(queries, normalize_patches(bank), params.search_budget_bytes)]
+    matched = bank[nearest_patches(queries, normalize_patches(bank), params.matching.search_budget_bytes)]
     mrf = float((queries - matched).square().mean())
     content_distance = float(content_loss(image_features[params.content_layer],
                                           content_features[params.content_layer]))

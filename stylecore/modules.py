@@ -1,4 +1,9 @@
-"""Loss modules that hold precomputed style and content targets for one pyramid level."""
+"""Loss modules that hold one pyramid level's style and content targets (as buffers).
+
+The local loss is three small parts: a `MatchSchedule` (which search runs at which loss
+evaluation), a `PatchMatcher` (the searches over one level's style patches) and
+`LocalStyleLoss`, which asks the one, runs the other and applies `losses.mrf_loss`.
+"""
 
 from __future__ import annotations
 
@@ -8,127 +13,171 @@ from typing import Literal
 import torch
 from torch import nn
 
-from stylecore.losses import content_loss, gram_loss, gram_matrix
-from stylecore.matching import ApproximateMatch, approximate_nearest_patches, nearest_patches, project_bank
+from stylecore.losses import content_loss, gram_loss, gram_matrix, mrf_loss
+from stylecore.matching import ProjectedBank, approximate_nearest_patches, nearest_patches, project_bank
+from stylecore.params import MatchingParams
 from stylecore.patches import MRFTarget, PatchBank, extract_patches, memory_format_of, patch_grid
 from stylecore.propagation import best_candidates, propagated_nearest_patches
 
+SearchKind = Literal["exact", "reduced", "reduced_all"]
+
 
 class GlobalStyleLoss(nn.Module):
-    """Sum over layers of the Gram loss against the style image's Gram matrices."""
+    """Sum over layers of the Gram loss against the style image's Gram matrices (buffers `gram_<layer>`)."""
 
     def __init__(self, style_features: dict[str, torch.Tensor]) -> None:
         super().__init__()
-        self.targets = {layer: gram_matrix(features).detach() for layer, features in style_features.items()}
+        self.layers = tuple(style_features)
+        for layer, features in style_features.items():
+            self.register_buffer(f"gram_{layer}", gram_matrix(features).detach())
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([gram_loss(features[layer], target) for layer, target in self.targets.items()]).sum()
-
-
-SearchKind = Literal["exact", "reduced", "reduced_all", "none"]
-
-
-class LocalStyleLoss(nn.Module):
-    """The MRF loss against a fixed bank of style patches (built once per level).
-
-    Matching is the expensive part, so matches are reused for `match_every` evaluations.
-    With `match_every` = 1 (the paper's exact mode), or a bank of fewer than
-    `reuse_min_patches` rows, every evaluation searches the whole bank exactly. Otherwise
-    the scheduled refreshes use the reduced-dimension search (`search_dim` principal
-    directions, `search_candidates` re-ranked exactly), run on every `search_step`-th
-    row and column of the patch grid and spread to the rest by propagation
-    (`stylecore.propagation`); the last `match_every` of a level's `evaluations` run on
-    the matches of a more thorough refresh, the reduced search over every patch (or, with
-    `exact_level_end`, an exact search). A refresh keeps a patch's current match wherever
-    that scores higher than what the search found.
-    """
-
-    def __init__(self, style_features: torch.Tensor, size: int = 3, stride: int = 1,
-                 match_every: int = 1, budget_bytes: int = 256 * 2**20,
-                 search_dim: int = 0, search_candidates: int = 8, reuse_min_patches: int = 0,
-                 evaluations: int | None = None, search_step: int = 1, exact_level_end: bool = False) -> None:
-        """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
-
-        `search_dim` = 0, or at least the patch length size*size*C, always searches exactly.
-        `evaluations`: loss evaluations planned for the level; None plans no level-end refresh.
-        """
-        super().__init__()
-        self.bank = PatchBank.from_features(style_features, size, stride)
-        self.match_every = match_every if len(self.bank) >= reuse_min_patches else 1
-        self.budget_bytes, self.search_candidates, self.search_step = budget_bytes, search_candidates, search_step
-        reduced = self.match_every > 1 and 0 < search_dim < self.bank.patch_length
-        self.projected_bank = project_bank(self.bank.normalized, search_dim) if reduced else None
-        self.level_end_search: SearchKind = "exact" if exact_level_end or not reduced else "reduced_all"
-        self.last_refresh_at = None if evaluations is None else max(0, evaluations - self.match_every)
-        self._reduced_at: set[int] = set()  # evenly spaced before the level-end refresh, when there is one
-        if self.last_refresh_at is not None:
-            segments = math.ceil(self.last_refresh_at / self.match_every)
-            self._reduced_at = {step * self.last_refresh_at // segments for step in range(segments)}
-        self.last_search: ApproximateMatch | None = None
-        self._matches: torch.Tensor | None = None
-        self._target: MRFTarget | None = None
-        self._evaluation = 0
-
-    def planned_search(self, evaluation: int) -> SearchKind:
-        """How the `evaluation`-th call (from 0) of `forward` matches: the level's schedule.
-
-        Searches at most every `match_every` evaluations: from evaluation 0 on, evenly
-        spaced up to the level-end refresh (so none is wasted just before it), then none.
-        """
-        if self.match_every == 1:
-            return "exact"
-        if evaluation == self.last_refresh_at:
-            return self.level_end_search
-        if self.last_refresh_at is None:
-            refresh = evaluation % self.match_every == 0
-        else:
-            refresh = evaluation in self._reduced_at
-        if not refresh:
-            return "none"
-        return "reduced" if self.projected_bank is not None else "exact"
-
-    def match(self, features: torch.Tensor, search: SearchKind = "exact") -> torch.Tensor:
-        """Index into the bank of the nearest style patch for every patch of `features`, (P,).
-
-        "exact" searches the whole bank exactly. The reduced searches need a reduced bank
-        (else they search exactly) and never return a worse match than the current one:
-        "reduced" searches every `search_step`-th row and column and propagates to the
-        rest, "reduced_all" (or a step of 1) searches every patch, keeping the search's
-        certificate in `last_search`.
-        """
-        queries = extract_patches(features.detach(), self.bank.size, self.bank.stride)
-        if search == "exact" or self.projected_bank is None:
-            return nearest_patches(queries, self.bank.normalized, self.budget_bytes)
-        if search == "reduced" and self.search_step > 1 and self.bank.grid is not None:
-            grid = patch_grid(features.shape[-2], features.shape[-1], self.bank.size, self.bank.stride)
-            return propagated_nearest_patches(queries, grid, self.bank.normalized, self.bank.grid,
-                                              self.projected_bank, self.search_step, self._matches,
-                                              self.search_candidates, self.budget_bytes)
-        self.last_search = approximate_nearest_patches(queries, self.bank.normalized, self.projected_bank,
-                                                       self.search_candidates, self.budget_bytes)
-        if self._matches is None:
-            return self.last_search.index
-        return best_candidates(queries, self.bank.normalized,
-                               torch.stack([self.last_search.index, self._matches], dim=1), self.budget_bytes)
-
-    def forward(self, features: torch.Tensor, final: bool = False) -> torch.Tensor:
-        """Local loss of (1, C, H, W) features; `final=True` re-matches now as the level-end refresh does."""
-        search = self.level_end_search if final else self.planned_search(self._evaluation)
-        self._evaluation += 1
-        if search != "none":
-            self._matches = self.match(features, search)
-            self._target = MRFTarget(self.bank, self._matches, features.shape[-2], features.shape[-1],
-                                     memory_format_of(features))
-        assert self._target is not None, "the schedule searches at evaluation 0"
-        return self._target.loss(features)
+        return torch.stack([gram_loss(features[layer], self.get_buffer(f"gram_{layer}"))
+                            for layer in self.layers]).sum()
 
 
 class ContentLoss(nn.Module):
-    """Feature MSE against the content image's activations."""
+    """Feature MSE against the content image's activations (buffer `target`)."""
+
+    target: torch.Tensor
 
     def __init__(self, content_features: torch.Tensor) -> None:
         super().__init__()
-        self.target = content_features.detach()
+        self.register_buffer("target", content_features.detach())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return content_loss(features, self.target)
+
+
+class MatchSchedule:
+    """Which search the local loss runs at each loss evaluation of one level (None: reuse the matches).
+
+    `match_every` = 1 is the paper's exact mode: an exact search at every evaluation.
+    Otherwise searches run at most every `match_every` evaluations: from evaluation 0 on,
+    evenly spaced up to the level-end refresh `match_every` evaluations before the level's
+    last (so none is wasted just before it), then none. Refreshes use the reduced search
+    when there is one (`reduced`); the level-end refresh, and the final loss, search every
+    patch with it, or exactly (`exact_level_end`, or no reduced search).
+    """
+
+    def __init__(self, match_every: int, evaluations: int | None, *, reduced: bool, exact_level_end: bool) -> None:
+        """`evaluations`: loss evaluations planned for the level; None plans no level-end refresh."""
+        self.match_every = match_every
+        self.refresh: SearchKind = "reduced" if reduced else "exact"
+        exact_end = exact_level_end or not reduced or match_every == 1
+        self.level_end: SearchKind = "exact" if exact_end else "reduced_all"
+        self.level_end_at = None if evaluations is None else max(0, evaluations - match_every)
+        self._refresh_at: set[int] = set()
+        if self.level_end_at is not None:
+            segments = math.ceil(self.level_end_at / match_every)
+            self._refresh_at = {step * self.level_end_at // segments for step in range(segments)}
+
+    def search_at(self, evaluation: int) -> SearchKind | None:
+        """The search of the `evaluation`-th loss evaluation (from 0), or None to reuse the last matches."""
+        if self.match_every == 1:
+            return "exact"
+        if evaluation == self.level_end_at:
+            return self.level_end
+        if self.level_end_at is None:
+            return self.refresh if evaluation % self.match_every == 0 else None
+        return self.refresh if evaluation in self._refresh_at else None
+
+
+class PatchMatcher(nn.Module):
+    """The nearest style patch of every synthesis patch, by one of three searches over one level's bank.
+
+    "exact" compares every patch with every bank row (Eq. 5). With a reduced bank (the
+    bank's `search_dim` principal directions, 0 < `search_dim` < the patch length),
+    "reduced_all" searches every patch in those directions and re-ranks `candidates` rows
+    exactly, and "reduced" does so on every `step`-th row and column of the patch grid
+    only, spreading the matches to the rest by propagation (`stylecore.propagation`).
+    The reduced searches never return a worse match than the `current` one. The reduced
+    bank's tensors are buffers, as the bank's are.
+    """
+
+    basis: torch.Tensor | None
+    projected: torch.Tensor | None
+    residual_bound: torch.Tensor | None
+
+    def __init__(self, bank: PatchBank, *, search_dim: int = 0, candidates: int = 8, step: int = 1,
+                 budget_bytes: int = 256 * 2**20) -> None:
+        super().__init__()
+        self.bank = bank
+        self.candidates, self.step, self.budget_bytes = candidates, step, budget_bytes
+        reduced = project_bank(bank.normalized, search_dim) if 0 < search_dim < bank.patch_length else None
+        self.register_buffer("basis", None if reduced is None else reduced.basis)
+        self.register_buffer("projected", None if reduced is None else reduced.projected)
+        self.register_buffer("residual_bound", None if reduced is None else reduced.residual_bound)
+
+    @property
+    def reduced(self) -> ProjectedBank | None:
+        """The reduced bank, or None where every search is exact."""
+        if self.basis is None or self.projected is None or self.residual_bound is None:
+            return None
+        return ProjectedBank(self.basis, self.projected, self.residual_bound)
+
+    def match(self, features: torch.Tensor, search: SearchKind = "exact",
+              current: torch.Tensor | None = None) -> torch.Tensor:
+        """Bank row of the nearest style patch for every patch of (1, C, H, W) `features`, (P,).
+
+        Without a reduced bank every search is exact. `current` (P,): the matches so far.
+        """
+        bank, reduced = self.bank, self.reduced
+        queries = extract_patches(features.detach(), bank.size, bank.stride)
+        if search == "exact" or reduced is None:
+            return nearest_patches(queries, bank.normalized, self.budget_bytes)
+        if search == "reduced" and self.step > 1 and bank.grid is not None:
+            grid = patch_grid(features.shape[-2], features.shape[-1], bank.size, bank.stride)
+            return propagated_nearest_patches(queries, grid, bank.normalized, bank.grid, reduced, self.step, current,
+                                              self.candidates, self.budget_bytes)
+        found = approximate_nearest_patches(queries, bank.normalized, reduced, self.candidates, self.budget_bytes)
+        if current is None:
+            return found
+        return best_candidates(queries, bank.normalized, torch.stack([found, current], dim=1), self.budget_bytes)
+
+
+class LocalStyleLoss(nn.Module):
+    """The MRF loss (Eq. 4) against one level's bank of style patches, matched on a schedule.
+
+    Matching is the expensive part, so matches are reused between the searches that
+    `schedule` plans and `matcher` runs (see `MatchingParams`). A bank of fewer than
+    `matching.reuse_min_patches` rows matches exactly at every evaluation, as does
+    `match_every` = 1. `matches` (P,) holds the current matches and `target` the matched
+    patches (`MRFTarget`), both refreshed at each search.
+    """
+
+    matches: torch.Tensor | None
+
+    def __init__(self, style_features: torch.Tensor, *, size: int = 3, stride: int = 1,
+                 matching: MatchingParams = MatchingParams(), evaluations: int | None = None) -> None:
+        """`style_features`: (1, C, Hs, Ws) activations of the style image at the local layer.
+
+        `evaluations`: loss evaluations planned for the level; None plans no level-end refresh.
+        """
+        super().__init__()
+        bank = PatchBank.from_features(style_features, size, stride)
+        match_every = matching.match_every if len(bank) >= matching.reuse_min_patches else 1
+        self.matcher = PatchMatcher(bank, search_dim=matching.search_dim if match_every > 1 else 0,
+                                    candidates=matching.search_candidates, step=matching.search_step,
+                                    budget_bytes=matching.search_budget_bytes)
+        self.schedule = MatchSchedule(match_every, evaluations, reduced=self.matcher.reduced is not None,
+                                      exact_level_end=matching.exact_level_end)
+        self.register_buffer("matches", None)
+        self.target: MRFTarget | None = None
+        self._evaluation = 0
+
+    @property
+    def bank(self) -> PatchBank:
+        return self.matcher.bank
+
+    def forward(self, features: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """Local loss of (1, C, H, W) features; `final=True` re-matches now as the level-end refresh does."""
+        search = self.schedule.level_end if final else self.schedule.search_at(self._evaluation)
+        self._evaluation += 1
+        if search is not None:
+            self.matches = self.matcher.match(features, search, self.matches)
+            self.target = MRFTarget(self.bank, self.matches, features.shape[-2], features.shape[-1],
+                                    memory_format_of(features))
+        if self.target is None:
+            raise RuntimeError("no matches yet: every schedule searches at evaluation 0")
+        return mrf_loss(features, self.target)

@@ -27,11 +27,9 @@ class FusionObjective:
             style_features = extractor(style, params.layers)
             content_features = extractor(content, (params.content_layer,))
         self.global_loss = GlobalStyleLoss({layer: style_features[layer] for layer in params.global_layers})
-        self.local_loss = LocalStyleLoss(style_features[params.local_layer], params.patch_size,
-                                         params.patch_stride, params.match_every, params.search_budget_bytes,
-                                         params.search_dim, params.search_candidates, params.reuse_min_patches,
-                                         evaluations=params.iterations, search_step=params.search_step,
-                                         exact_level_end=params.exact_level_end)
+        self.local_loss = LocalStyleLoss(style_features[params.local_layer], size=params.patch_size,
+                                         stride=params.patch_stride, matching=params.matching,
+                                         evaluations=params.iterations)
         self.content_loss = ContentLoss(content_features[params.content_layer])
 
     @staticmethod
@@ -48,7 +46,7 @@ class FusionObjective:
     def terms(self, image: torch.Tensor, final: bool = False) -> dict[str, torch.Tensor]:
         """Weighted loss terms (0-d tensors) of a (1, 3, H, W) network-space image.
 
-        The local loss matches on its level's schedule (`LocalStyleLoss.planned_search`);
+        The local loss matches on its level's schedule (`MatchSchedule.search_at`);
         `final=True` re-matches now as the level-end refresh does (the final loss: exact
         in the paper's mode, the reduced search over every patch otherwise).
         """

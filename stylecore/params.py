@@ -1,14 +1,66 @@
-"""The paper's hyper-parameters in one typed object.
+"""The paper's hyper-parameters in one typed object, and the local loss's matching settings in another.
 
 Each default cites where it comes from: the paper (Zhao et al., "Image Neural Style
-Transfer with Global and Local Optimization Fusion", IEEE Access 2019) or, where the
-paper defers to it, CNNMRF (Li & Wand 2016, the paper's ref [18]).
+Transfer with Global and Local Optimization Fusion", IEEE Access 2019), where the paper
+defers to it CNNMRF (Li & Wand 2016, the paper's ref [18]), or for the matching settings,
+which only trade speed against exactness, the section of BENCHMARKS.md that measured them.
+Torch-free, so that a command line or a batch driver can read the defaults cheaply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+
+@dataclass(frozen=True)
+class MatchingParams:
+    """How the local loss finds each synthesis patch's nearest style patch (not in the paper: speed only).
+
+    The paper searches every style patch exactly at every loss evaluation; `match_every=1`
+    does that. Larger values keep the matches for up to `match_every` evaluations and
+    refresh them with a reduced search; `stylecore.modules.MatchSchedule` is the schedule.
+    """
+
+    # 1 is the paper's exact mode. K > 1 keeps the matches for up to K evaluations (they move
+    # slowly within a level) and refreshes them with the reduced search below. 5 ends near the
+    # exact run's objective at several times its speed, where 10 left matches stale enough to
+    # drift (BENCHMARKS.md, "End to end: default against exact" and "Matching configurations").
+    match_every: int = 5
+    # Levels whose style bank has fewer patches than this match exactly at every evaluation
+    # whatever `match_every` says: there the exact search is cheap next to the VGG pass, and
+    # reusing matches cost more of the final objective than at full size. 2048 patches is a
+    # style image of about 190 px.
+    reuse_min_patches: int = 2048
+    # The refreshes search in the style bank's `search_dim` principal directions (0 = exactly),
+    # then re-rank the `search_candidates` best rows exactly: 128 x 8 finds the exact nearest
+    # patch for nearly every patch at a fraction of the exact search's cost (BENCHMARKS.md,
+    # "The search's directions", direction 1).
+    search_dim: int = 128
+    search_candidates: int = 8
+    # The reduced search runs on every `search_step`-th row and column of the patch grid only;
+    # the other patches take the best of those anchors' matches shifted to them, or of their
+    # current match (PatchMatch's propagation; 1 = every patch searched). Step 2 made a 512 px
+    # synthesis faster for a final objective as close to the exact one (BENCHMARKS.md, direction 6).
+    search_step: int = 2
+    # The last refresh of each level (the one `match_every` evaluations before its end) and the
+    # final loss search every patch with the reduced search; True makes them exact searches,
+    # which cost several VGG passes at 512 px and ended no better (BENCHMARKS.md, direction 7).
+    exact_level_end: bool = False
+    # Working-memory budget of the nearest-patch search, in bytes of similarity scores: memory
+    # stays flat whatever the style's size (BENCHMARKS.md, "Memory"). Changes speed, not results.
+    search_budget_bytes: int = 256 * 2**20
+
+    def __post_init__(self) -> None:
+        for name in ("match_every", "search_candidates", "search_step", "search_budget_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("search_dim", "reuse_min_patches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+MATCHING_FIELDS = frozenset(item.name for item in fields(MatchingParams))
 
 
 @dataclass(frozen=True)
@@ -47,52 +99,17 @@ class FusionParams:
     init_noise: float = 1e-3
     seed: int = 0
 
-    # Local-loss matching (not in the paper; speed only, see BENCHMARKS.md). 1 is the
-    # paper's exact mode: an exact search of the style patches at every loss evaluation.
-    # K > 1 keeps the matches for up to K evaluations (they move slowly within a level),
-    # refreshes them with the reduced search below, and re-matches exactly K evaluations
-    # before the end of each level. Default 5: at 512/512 the exact search is ~80% of an
-    # exact evaluation; K = 5 ran ~3.9x faster than K = 1 with a final exact objective
-    # within 0.4% of the exact run's, while K = 10 left matches stale enough for +2.5%.
-    match_every: int = 5
-    # Levels whose style bank has fewer patches than this match exactly at every
-    # evaluation whatever `match_every` says: there the exact search costs less than
-    # ~1/3 of the VGG pass, and at such sizes (80 px tests) reuse cost 4-12% of the
-    # final objective. 2048 patches is a style image of about 190 px.
-    reuse_min_patches: int = 2048
-    # How the refreshes between exact ones search (match_every > 1 only): in the style
-    # bank's `search_dim` principal directions (0 = exactly), then re-ranking the
-    # `search_candidates` best rows exactly. 128 x 8 found the exact nearest patch for
-    # ~99% of the patches at 512/512, ~7x faster than the exact search.
-    search_dim: int = 128
-    search_candidates: int = 8
-    # The reduced search runs on every `search_step`-th row and column of the patch grid
-    # only; the other patches take the best of those anchors' matches shifted to them, or
-    # of their current match (PatchMatch's propagation; 1 = every patch searched). Step 2
-    # made a 512 px synthesis 4.8% faster (a refresh 1.8x cheaper) for a final exact
-    # objective 0.85 points higher (+0.48% against the exact run, step 1 -0.37%).
-    search_step: int = 2
-    # The last refresh of each level (the one `match_every` evaluations before its end)
-    # and the final loss search every patch with the reduced search; True makes them exact
-    # searches instead. At 512/512 an exact search costs ~4x the VGG pass (~8 s on 2
-    # cores) against ~1.8 s for the reduced one, which finds ~99% of the exact nearest
-    # patches (BENCHMARKS.md, direction 7).
-    exact_level_end: bool = False
-    # Working-memory budget of the nearest-patch search, in bytes of similarity scores.
-    search_budget_bytes: int = 256 * 2**20
+    # How the local loss matches patches: speed only, see MatchingParams.
+    matching: MatchingParams = field(default_factory=MatchingParams)
 
     def __post_init__(self) -> None:
         for name in ("alpha_global", "alpha_local", "alpha_content", "tv_weight", "init_noise"):
             value = getattr(self, name)
             if not value >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        for name in ("patch_size", "patch_stride", "levels", "iterations", "lbfgs_history",
-                     "match_every", "search_candidates", "search_step", "search_budget_bytes"):
+        for name in ("patch_size", "patch_stride", "levels", "iterations", "lbfgs_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("search_dim", "reuse_min_patches"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("size", "style_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -101,11 +118,22 @@ class FusionParams:
             raise ValueError("alpha_global > 0 needs at least one global layer")
 
     def with_overrides(self, **overrides: Any) -> FusionParams:
-        """A copy with the given fields changed; `None` values are ignored (CLI/manifest defaults)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given fields changed, by their flat names (`match_every=1` changes
+        `matching.match_every`), as command lines and manifests name them; `None` values are
+        ignored (an option or a cell left empty)."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        matching = {name: given.pop(name) for name in list(given) if name in MATCHING_FIELDS}
+        if matching:
+            given["matching"] = replace(given.get("matching", self.matching), **matching)
+        return replace(self, **given)
+
+    def flattened(self) -> dict[str, Any]:
+        """Every setting by its flat name (the matching's inlined), the way results tables and
+        output-name fingerprints record them."""
+        own = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "matching"}
+        return own | {name: getattr(self.matching, name) for name in sorted(MATCHING_FIELDS)}
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Every VGG layer a loss reads, without repeats."""
         return tuple(dict.fromkeys((*self.global_layers, self.local_layer, self.content_layer)))
-

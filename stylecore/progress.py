@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,9 @@ class LossTerms:
     def total(self) -> float:
         return self.global_ + self.local + self.content + self.tv
 
-    def as_dict(self) -> dict[str, float]:
-        return {"global": self.global_, "local": self.local, "content": self.content,
-                "tv": self.tv, "total": self.total}
-
 
 @dataclass(frozen=True)
-class Progress:
+class SynthesisProgress:
     """One loss evaluation of the optimisation: where it is and what the loss was."""
 
     level: int  # 1-based pyramid level, coarsest first
@@ -43,4 +39,4 @@ class Progress:
         return ((self.level - 1) * self.iterations + self.iteration) / (self.levels * self.iterations)
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[SynthesisProgress], None]

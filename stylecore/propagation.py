@@ -59,9 +59,9 @@ def best_candidates(queries: torch.Tensor, normalized_bank: torch.Tensor, candid
     """(P,) the row of `candidates` (P, K) whose bank row has the highest normalised cross-correlation.
 
     Queries need not be normalised (it does not change an arg max). The gathered
-    candidates are taken `query_block` queries at a time (~12 MB at 512/512, which stays
-    in cache: 2.8x faster on a CPU than blocks filling the 256 MiB budget), fewer if
-    even that would not fit in `budget_bytes`.
+    candidates are taken `query_block` queries at a time (a few MB at 512/512, which stays
+    in cache: much faster on a CPU than blocks filling the whole budget), fewer if even
+    that would not fit in `budget_bytes`.
     """
     count, width = candidates.shape[1], normalized_bank.shape[1]
     block = max(1, min(query_block, budget_bytes // (count * width * queries.element_size())))
@@ -91,8 +91,7 @@ def propagated_nearest_patches(queries: torch.Tensor, grid: tuple[int, int], nor
     anchor_rows = anchor_positions(rows, step, queries.device)
     anchor_columns = anchor_positions(columns, step, queries.device)
     anchors = (anchor_rows.view(-1, 1) * columns + anchor_columns.view(1, -1)).view(-1)
-    anchor_matches = approximate_nearest_patches(queries[anchors], normalized_bank, bank, candidates,
-                                                 budget_bytes).index
+    anchor_matches = approximate_nearest_patches(queries[anchors], normalized_bank, bank, candidates, budget_bytes)
     pool = propagated_candidates(anchor_matches.view(len(anchor_rows), len(anchor_columns)), grid, bank_grid, step)
     if previous is not None:
         pool = torch.cat([pool, previous.view(-1, 1)], dim=1)

@@ -12,7 +12,7 @@ from stylecore.allocator import release_retained_memory, retain_freed_memory
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.objective import FusionObjective, to_loss_terms
 from stylecore.params import FusionParams
-from stylecore.progress import LossTerms, Progress, ProgressCallback
+from stylecore.progress import LossTerms, ProgressCallback, SynthesisProgress
 from stylecore.vgg import VGGFeatures, downsampling_of
 from stylecore.weights import VGGWeights, load_weights
 
@@ -54,8 +54,8 @@ class SynthesisResult:
 
 def minimum_side(params: FusionParams) -> int:
     """Smallest image side (pixels) that still gives one local patch and non-empty features."""
-    local = params.patch_size * 2 ** downsampling_of(params.local_layer)
-    others = max(2 ** downsampling_of(layer) for layer in params.layers)
+    local: int = params.patch_size * 2 ** downsampling_of(params.local_layer)
+    others: int = max(2 ** downsampling_of(layer) for layer in params.layers)
     return max(local, others)
 
 
@@ -113,8 +113,8 @@ class Stylizer:
 
     On the CPU, `retain_memory` (the default) makes the process keep freed tensor memory
     for reuse (`stylecore.allocator.retain_freed_memory`, process-wide): each evaluation
-    is 10-20% faster at 512 px for 0.2-0.6 GiB more resident memory (1.2 GiB at 1024 px;
-    BENCHMARKS.md). Free pages go back to the kernel between levels and after a synthesis.
+    is faster at 512 px for some more resident memory (BENCHMARKS.md, direction 9 and
+    "Memory"). Free pages go back to the kernel between levels and after a synthesis.
     """
 
     def __init__(self, weights: str | VGGWeights = "caffe", device: str | torch.device = "auto",
@@ -135,7 +135,8 @@ class Stylizer:
         started = time.perf_counter()
         content_rgb = as_image_tensor(content).to(self.device)
         style_rgb = as_image_tensor(style).to(self.device)
-        levels = plan_levels(tuple(content_rgb.shape[-2:]), tuple(style_rgb.shape[-2:]), params)
+        levels = plan_levels((content_rgb.shape[-2], content_rgb.shape[-1]), (style_rgb.shape[-2], style_rgb.shape[-1]),
+                             params)
         normalize = self.extractor.normalization
         generator = torch.Generator().manual_seed(params.seed)
         first = levels[0]
@@ -177,14 +178,14 @@ class Stylizer:
             optimizer.zero_grad(set_to_none=True)
             terms = objective.terms(image)
             total = torch.stack(list(terms.values())).sum()
-            total.backward()
+            torch.autograd.backward(total)
             evaluations += 1
             if callback is not None:
-                callback(Progress(level, levels, evaluations, params.iterations, image.shape[-2],
-                                  image.shape[-1], to_loss_terms(terms), time.perf_counter() - started))
+                callback(SynthesisProgress(level, levels, evaluations, params.iterations, image.shape[-2],
+                                           image.shape[-1], to_loss_terms(terms), time.perf_counter() - started))
             return total
 
-        optimizer.step(closure)
+        optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch's LBFGS.step is unannotated
         return image.detach(), evaluations
 
 

@@ -40,6 +40,9 @@ def downsampling_of(layer: str) -> int:
 class Normalization(nn.Module):
     """Maps RGB 0..1 images (N, 3, H, W) to the network's input space and back."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, RGB order
+    std: torch.Tensor
+
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
         if preprocessing == "caffe":
@@ -66,7 +69,7 @@ class VGGFeatures(nn.Module):
     """The conv part of VGG-19 up to the deepest layer needed, frozen, with non-inplace ReLUs.
 
     The weights are kept channels_last, so every activation comes out channels_last:
-    forward+backward is ~16% faster on CPU that way (BENCHMARKS.md), and the loss terms
+    forward+backward is faster on CPU that way (BENCHMARKS.md, direction 4), and the loss terms
     read that layout without copies.
     """
 

@@ -79,7 +79,7 @@ def convert_keras_h5(path: Path) -> dict[str, torch.Tensor]:
     """Keras (kh, kw, in, out) kernels -> torchvision (out, in, kh, kw), keyed by features index."""
     state: dict[str, torch.Tensor] = {}
     with h5py.File(path, "r") as h5:
-        for index, (block, conv) in zip(TORCHVISION_CONV_INDICES, VGG19_CONVS):
+        for index, (block, conv) in zip(TORCHVISION_CONV_INDICES, VGG19_CONVS, strict=True):
             group = h5[f"block{block}_conv{conv}"]
             kernel = np.asarray(group[f"block{block}_conv{conv}_W_1:0"])
             bias = np.asarray(group[f"block{block}_conv{conv}_b_1:0"])
@@ -151,7 +151,8 @@ def _read_verified(path: Path) -> dict[str, torch.Tensor] | None:
         return None
     if not path.is_file() or _file_digest(path, "sha256") != expected:
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def _write_verified(path: Path, state: dict[str, torch.Tensor]) -> None:

@@ -40,10 +40,10 @@ PARAMETER_COLUMNS: tuple[ParameterColumn, ...] = (
     ParameterColumn("levels", "levels", int, True),
     ParameterColumn("iters", "iterations", int, True),
     ParameterColumn("seed", "seed", int, True),
-    ParameterColumn("match_every", "match_every", int, False),
-    ParameterColumn("search_dim", "search_dim", int, False),
-    ParameterColumn("search_candidates", "search_candidates", int, False),
-    ParameterColumn("search_step", "search_step", int, False),  # null in tables written before it existed
+    ParameterColumn("match_every", "matching.match_every", int, False),
+    ParameterColumn("search_dim", "matching.search_dim", int, False),
+    ParameterColumn("search_candidates", "matching.search_candidates", int, False),
+    ParameterColumn("search_step", "matching.search_step", int, False),  # null in tables written before it existed
 )
 MANIFEST_PARAMETERS = tuple(column for column in PARAMETER_COLUMNS if column.in_manifest)
 

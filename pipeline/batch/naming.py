@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -17,13 +16,13 @@ _NOT_IN_NAME = frozenset({"search_budget_bytes"})
 
 def params_fingerprint(params: FusionParams) -> dict[str, object]:
     """The parameters that determine a result, as plain JSON-able values."""
-    return {key: value for key, value in dataclasses.asdict(params).items() if key not in _NOT_IN_NAME}
+    return {key: value for key, value in params.flattened().items() if key not in _NOT_IN_NAME}
 
 
 @functools.lru_cache(maxsize=1024)
 def params_json(params: FusionParams) -> str:
     """`params_fingerprint` as sorted JSON, memoised: rows of a manifest mostly share their parameters,
-    and `dataclasses.asdict` would otherwise dominate the driver's time per row."""
+    and flattening them would otherwise dominate the driver's time per row."""
     return json.dumps(params_fingerprint(params), sort_keys=True)
 
 

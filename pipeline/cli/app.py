@@ -31,7 +31,7 @@ def stylize(
     alpha_local: float = typer.Option(DEFAULTS.alpha_local, min=0, help="Weight of the local (MRF) style loss."),
     alpha_content: float = typer.Option(DEFAULTS.alpha_content, min=0, help="Weight of the content loss."),
     tv_weight: float = typer.Option(DEFAULTS.tv_weight, min=0, help="Total-variation weight (CNNMRF used 1e-3)."),
-    match_every: int = typer.Option(DEFAULTS.match_every, min=1,
+    match_every: int = typer.Option(DEFAULTS.matching.match_every, min=1,
                                     help="Refresh local-loss matches every K evaluations (1 = exact)."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -41,9 +41,9 @@ def stylize(
     """Stylize one CONTENT image with one STYLE image."""
     from pipeline.cli.stylize import stylize_file
 
-    params = FusionParams(alpha_global=alpha_global, alpha_local=alpha_local, alpha_content=alpha_content,
-                          tv_weight=tv_weight, levels=levels, size=size, iterations=iters,
-                          match_every=match_every, seed=seed)
+    params = FusionParams().with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
+                                           alpha_content=alpha_content, tv_weight=tv_weight, levels=levels, size=size,
+                                           iterations=iters, match_every=match_every, seed=seed)
     try:
         stylize_file(content, style, output, params, device=device, weights=weights, force=force)
     except (ValueError, RuntimeError, OSError) as error:
@@ -191,7 +191,8 @@ def compare(
 
     try:
         sweep_values = _alphas(sweep, "--sweep")
-        base = FusionParams(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
+        base = FusionParams().with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every,
+                                             seed=seed)
         compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
                       tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint, force=force,
                       colors=colors)

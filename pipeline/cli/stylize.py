@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from pipeline.cli.console import console
 from pipeline.storage.imagefiles import encode_image, image_format_for, write_atomically
 from stylecore import FusionParams, ImageTooSmallError, Stylizer, load_image, plan_levels
-from stylecore.progress import Progress as SynthesisProgress
+from stylecore.progress import SynthesisProgress
 
 
 def check_output_path(output: Path, force: bool) -> None:

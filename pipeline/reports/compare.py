@@ -28,7 +28,7 @@ from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams, ImageTooSmallError, Stylizer, image_to_tensor, load_image, plan_levels
 from stylecore.images import fit_long_side, resize
 from stylecore.metrics import Distances, distances
-from stylecore.progress import Progress as SynthesisProgress, ProgressCallback
+from stylecore.progress import ProgressCallback, SynthesisProgress
 
 # The paper's a2 = 1e-4 is tuned at CNNMRF's 384 px. The local loss sums over patches (it grows
 # with the image area) while the content and Gram losses are means, so the same balance at
@@ -182,8 +182,8 @@ def legend(base: FusionParams, result: torch.Tensor, alpha_local: float, scaled:
            syntheses: int, seconds: float) -> list[str]:
     """The settings every tile shares, written beside the tiles so the sheet explains itself."""
     height, width = result.shape[-2:]
-    matching = ("exact patch matching (match_every 1)" if base.match_every == 1
-                else f"approximate matching (match_every {base.match_every})")
+    every = base.matching.match_every
+    matching = "exact patch matching (match_every 1)" if every == 1 else f"approximate matching (match_every {every})"
     scale_note = f"(paper 1e-4 at {PAPER_SIZE} px, scaled)" if scaled else "(as given)"
     return [f"{width}x{height} px, {base.levels} levels x {base.iterations} iters", matching,
             f"a1 = a3 = {base.alpha_global:g}", f"fusion a2 = {alpha_local:.2e}", scale_note,

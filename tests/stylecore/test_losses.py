@@ -9,7 +9,7 @@ import torch
 
 from stylecore.losses import content_loss, gram_loss, gram_matrix, mrf_loss, total_variation
 from stylecore.matching import nearest_patches, normalize_patches
-from stylecore.patches import PatchBank
+from stylecore.patches import MRFTarget, PatchBank
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -145,7 +145,7 @@ def test_mrf_loss_value_and_gradient_match_naive(stride, memory_format):
     generator = torch.Generator().manual_seed(2)
     features = torch.randn(1, 3, 7, 6, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
     style = torch.randn(1, 3, 6, 8, generator=generator)
-    loss = mrf_loss(features, PatchBank.from_features(style, 3, stride))
+    loss = mrf_loss(features, MRFTarget.nearest(PatchBank.from_features(style, 3, stride), features))
     naive = naive_mrf(features, style, 3, stride)
     assert torch.allclose(loss, naive)
     (grad,) = torch.autograd.grad(loss, features)
@@ -156,4 +156,5 @@ def test_mrf_loss_value_and_gradient_match_naive(stride, memory_format):
 
 def test_mrf_loss_is_zero_when_synthesis_is_the_style():
     style = torch.randn(1, 4, 6, 6)
-    assert float(mrf_loss(style.clone(), PatchBank.from_features(style, 3))) == pytest.approx(0.0, abs=1e-9)
+    target = MRFTarget.nearest(PatchBank.from_features(style, 3), style)
+    assert float(mrf_loss(style.clone(), target)) == pytest.approx(0.0, abs=1e-9)

@@ -1,18 +1,28 @@
 """The fast local-loss matching: reduced-dimension search with exact re-ranking, its
-certificates and error bounds, memory-bounded blocks, and the match-reuse schedule."""
+certificates and error bounds, memory-bounded blocks, the match schedule and the matcher."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from stylecore import FusionParams
+from stylecore import FusionParams, MatchingParams
 from stylecore.losses import mrf_loss
-from stylecore.matching import (approximate_nearest_patches, nearest_patches, normalize_patches,
-                                principal_basis, project_bank, search_blocks)
-from stylecore.modules import LocalStyleLoss
-from stylecore.patches import MRFTarget, extract_patches
+from stylecore.matching import (approximate_nearest_patches, certified_nearest_patches, nearest_patches,
+                                normalize_patches, principal_basis, project_bank, search_blocks)
+from stylecore.modules import LocalStyleLoss, PatchMatcher
+from stylecore.patches import MRFTarget, PatchBank, extract_patches
 from tests.demo_images import demo_image
+
+
+def matching(**fields: object) -> MatchingParams:
+    """Matching settings for tiny feature maps: reuse allowed on any bank, every patch searched."""
+    return MatchingParams(**({"reuse_min_patches": 0, "search_step": 1} | fields))
+
+
+def exact_mrf(features: torch.Tensor, bank: PatchBank) -> torch.Tensor:
+    """The local loss with an exact search now, as the paper defines it."""
+    return mrf_loss(features, MRFTarget.nearest(bank, features))
 
 
 def naive_scores(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
@@ -40,17 +50,18 @@ def test_reranking_returns_the_exact_nearest_whenever_it_is_among_the_candidates
     projected = project_bank(bank, 8)
     found = approximate_nearest_patches(queries, bank, projected, candidates=4)
     exact = naive_scores(queries, bank).argmax(dim=1)
+    assert torch.equal(found, certified_nearest_patches(queries, bank, projected, candidates=4).index)
     reduced_scores = normalize_patches(queries) @ projected.basis.t() @ projected.projected.t()
     in_candidates = (reduced_scores.topk(4, dim=1).indices == exact.unsqueeze(1)).any(dim=1)
     assert 0 < in_candidates.sum() < len(queries), "the test needs both kinds of query"
-    assert torch.equal(found.index[in_candidates], exact[in_candidates])
+    assert torch.equal(found[in_candidates], exact[in_candidates])
 
 
 def test_certified_answers_are_exact_and_the_error_bound_holds_everywhere():
     bank = normalize_patches(low_rank_rows(500, 48, rank=10, noise=0.05, seed=1))
     queries = low_rank_rows(600, 48, rank=10, noise=0.05, seed=2)
     projected = project_bank(bank, 10)
-    found = approximate_nearest_patches(queries, bank, projected, candidates=6)
+    found = certified_nearest_patches(queries, bank, projected, candidates=6)
     scores = naive_scores(queries, bank)
     best = scores.max(dim=1).values
     found_score = scores.gather(1, found.index.unsqueeze(1)).squeeze(1)
@@ -63,8 +74,8 @@ def test_certified_answers_are_exact_and_the_error_bound_holds_everywhere():
 def test_full_dimension_or_a_bank_within_the_candidates_is_exact_and_certified():
     queries, bank = torch.randn(50, 20), normalize_patches(torch.randn(70, 20))
     exact = naive_scores(queries, bank).argmax(dim=1)
-    whole = approximate_nearest_patches(queries, bank, project_bank(bank, 20), candidates=3)
-    few_rows = approximate_nearest_patches(queries, bank[:5], project_bank(bank[:5], 2), candidates=8)
+    whole = certified_nearest_patches(queries, bank, project_bank(bank, 20), candidates=3)
+    few_rows = certified_nearest_patches(queries, bank[:5], project_bank(bank[:5], 2), candidates=8)
     assert torch.equal(whole.index, exact) and whole.certified.all()
     assert torch.equal(few_rows.index, naive_scores(queries, bank[:5]).argmax(dim=1)) and few_rows.certified.all()
 
@@ -73,8 +84,8 @@ def test_full_dimension_or_a_bank_within_the_candidates_is_exact_and_certified()
 def test_small_memory_budgets_give_the_same_indices_as_one_unchunked_block(budget_bytes):
     queries, bank = torch.randn(90, 27), normalize_patches(torch.randn(130, 27))
     projected = project_bank(bank, 6)
-    unchunked = approximate_nearest_patches(queries, bank, projected, 5, 2**30, query_block=90, bank_block=130)
-    chunked = approximate_nearest_patches(queries, bank, projected, 5, budget_bytes)
+    unchunked = certified_nearest_patches(queries, bank, projected, 5, 2**30, query_block=90, bank_block=130)
+    chunked = certified_nearest_patches(queries, bank, projected, 5, budget_bytes)
     assert torch.equal(chunked.index, unchunked.index)
     assert torch.equal(chunked.certified, unchunked.certified)
     assert torch.equal(nearest_patches(queries, bank, budget_bytes), naive_scores(queries, bank).argmax(dim=1))
@@ -98,40 +109,45 @@ def feature_maps(seed: int, count: int) -> list[torch.Tensor]:
 def frozen_match_loss(loss: LocalStyleLoss, matched_on: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """The local loss of `features` against the exact matches of `matched_on`."""
     index = nearest_patches(extract_patches(matched_on, 3), loss.bank.normalized)
-    return MRFTarget(loss.bank, index, 9, 9).loss(features)
+    return mrf_loss(features, MRFTarget(loss.bank, index, 9, 9))
 
 
 def test_matches_are_reused_for_match_every_evaluations_then_refreshed():
     style, first, second, third, fourth = feature_maps(3, 5)
-    loss = LocalStyleLoss(style, match_every=3, search_dim=0)
+    loss = LocalStyleLoss(style, matching=matching(match_every=3, search_dim=0))
     values = [loss(features) for features in (first, second, third, fourth)]
     assert torch.allclose(values[1], frozen_match_loss(loss, first, second))
     assert torch.allclose(values[2], frozen_match_loss(loss, first, third))
-    assert not torch.allclose(values[2], mrf_loss(third, loss.bank)), "reuse must differ from a fresh search"
-    assert torch.allclose(values[3], mrf_loss(fourth, loss.bank)), "the 4th evaluation must search again"
+    assert not torch.allclose(values[2], exact_mrf(third, loss.bank)), "reuse must differ from a fresh search"
+    assert torch.allclose(values[3], exact_mrf(fourth, loss.bank)), "the 4th evaluation must search again"
 
 
 def test_the_final_loss_searches_exactly_with_exact_level_end_even_where_the_reduced_search_errs():
     style, *others = feature_maps(4, 9)
-    loss = LocalStyleLoss(style, match_every=2, search_dim=2, search_candidates=1, exact_level_end=True)
+    loss = LocalStyleLoss(style, matching=matching(match_every=2, search_dim=2, search_candidates=1,
+                                                   exact_level_end=True))
     approximate = [loss(features) for features in others[:-1] for _ in range(2)]
-    assert loss.last_search is not None and not loss.last_search.certified.all()
-    assert not all(torch.allclose(value, mrf_loss(f, loss.bank)) for value, f in zip(approximate[::2], others))
-    assert torch.allclose(loss(others[-1], final=True), mrf_loss(others[-1], loss.bank))
+    reduced = loss.matcher.reduced
+    assert reduced is not None
+    searched = certified_nearest_patches(extract_patches(others[-2], 3), loss.bank.normalized, reduced, 1)
+    assert not searched.certified.all(), "the test needs a reduced search that can err"
+    assert not all(torch.allclose(value, exact_mrf(f, loss.bank)) for value, f in zip(approximate[::2], others))
+    assert torch.allclose(loss(others[-1], final=True), exact_mrf(others[-1], loss.bank))
 
 
 def test_the_level_end_refresh_searches_every_patch_and_keeps_better_current_matches():
     """Without exact_level_end the last refresh is the reduced search over every patch (no
     propagation, whatever the step), and a patch whose current match scores higher keeps it."""
     style, synthesis, drift = feature_maps(8, 3)
-    loss = LocalStyleLoss(style, match_every=3, search_dim=2, search_candidates=1, search_step=2, evaluations=9)
-    assert loss.level_end_search == "reduced_all"
-    loss(synthesis)
-    loss._matches = current = nearest_patches(extract_patches(synthesis, 3), loss.bank.normalized)
+    loss = LocalStyleLoss(style, matching=matching(match_every=3, search_dim=2, search_candidates=1, search_step=2),
+                          evaluations=9)
+    assert loss.schedule.level_end == "reduced_all"
+    current = nearest_patches(extract_patches(synthesis, 3), loss.bank.normalized)
     drifted = synthesis + 0.5 * drift
-    found = loss.match(drifted, "reduced_all")
-    searched = loss.last_search.index
-    assert len(searched) == len(found), "every patch searched, none propagated"
+    found = loss.matcher.match(drifted, "reduced_all", current)
+    reduced = loss.matcher.reduced
+    assert reduced is not None
+    searched = approximate_nearest_patches(extract_patches(drifted, 3), loss.bank.normalized, reduced, 1)
 
     def scores(index: torch.Tensor) -> torch.Tensor:
         return (normalize_patches(extract_patches(drifted, 3)) * loss.bank.normalized[index]).sum(dim=1)
@@ -142,22 +158,22 @@ def test_the_level_end_refresh_searches_every_patch_and_keeps_better_current_mat
 
 def test_match_every_one_is_the_exact_mode_without_a_reduced_bank():
     style, features = feature_maps(5, 2)
-    loss = LocalStyleLoss(style, match_every=1, search_dim=2)
-    assert loss.projected_bank is None
-    assert torch.allclose(loss(features), mrf_loss(features, loss.bank))
+    loss = LocalStyleLoss(style, matching=matching(match_every=1, search_dim=2))
+    assert loss.matcher.reduced is None
+    assert torch.allclose(loss(features), exact_mrf(features, loss.bank))
 
 
 def test_banks_below_the_reuse_threshold_match_exactly_at_every_evaluation():
     style, first, second = feature_maps(6, 3)
-    small = LocalStyleLoss(style, match_every=10, search_dim=2, reuse_min_patches=50)  # 49 patches
-    large = LocalStyleLoss(style, match_every=10, search_dim=2, reuse_min_patches=49)
-    assert (small.match_every, small.projected_bank) == (1, None)
-    assert large.match_every == 10 and large.projected_bank is not None
+    small = LocalStyleLoss(style, matching=matching(match_every=10, search_dim=2, reuse_min_patches=50))  # 49 patches
+    large = LocalStyleLoss(style, matching=matching(match_every=10, search_dim=2, reuse_min_patches=49))
+    assert (small.schedule.match_every, small.matcher.reduced) == (1, None)
+    assert large.schedule.match_every == 10 and large.matcher.reduced is not None
     small(first)
-    assert torch.allclose(small(second), mrf_loss(second, small.bank))
+    assert torch.allclose(small(second), exact_mrf(second, small.bank))
 
 
-SEARCH_LETTERS = {"exact": "E", "reduced": "R", "reduced_all": "A", "none": "."}
+SEARCH_LETTERS = {"exact": "E", "reduced": "R", "reduced_all": "A", None: "."}
 
 
 @pytest.mark.parametrize(("match_every", "evaluations", "exact_level_end", "expected"), [
@@ -171,9 +187,9 @@ SEARCH_LETTERS = {"exact": "E", "reduced": "R", "reduced_all": "A", "none": "."}
 ])
 def test_planned_search_schedule(match_every, evaluations, exact_level_end, expected):
     style = feature_maps(7, 1)[0]
-    loss = LocalStyleLoss(style, match_every=match_every, search_dim=2, evaluations=evaluations,
-                          exact_level_end=exact_level_end)
-    kinds = "".join(SEARCH_LETTERS[loss.planned_search(evaluation)] for evaluation in range(len(expected)))
+    loss = LocalStyleLoss(style, matching=matching(match_every=match_every, search_dim=2,
+                                                   exact_level_end=exact_level_end), evaluations=evaluations)
+    kinds = "".join(SEARCH_LETTERS[loss.schedule.search_at(evaluation)] for evaluation in range(len(expected)))
     assert kinds == expected
 
 
@@ -183,16 +199,18 @@ def test_each_level_ends_on_the_level_end_refresh(stylizer, monkeypatch, exact_l
     of a level use the level-end refresh's matches, and the result's losses are matched
     the same way."""
     searches: list[str] = []
-    original = LocalStyleLoss.match
+    original = PatchMatcher.match
 
-    def recording(self: LocalStyleLoss, features: torch.Tensor, search: str = "exact") -> torch.Tensor:
+    def recording(self: PatchMatcher, features: torch.Tensor, search: str = "exact",
+                  current: torch.Tensor | None = None) -> torch.Tensor:
         searches.append(search)
-        return original(self, features, search)
+        return original(self, features, search, current)
 
-    monkeypatch.setattr(LocalStyleLoss, "match", recording)
+    monkeypatch.setattr(PatchMatcher, "match", recording)
     content, style = demo_image("content/cat_chelsea.png", 48), demo_image("style/texture_zebra.jpg", 48)
-    result = stylizer(content, style, FusionParams(size=None, levels=2, iterations=6, match_every=4, search_dim=8,
-                                                   reuse_min_patches=0, exact_level_end=exact_level_end))
+    params = FusionParams(size=None, levels=2, iterations=6).with_overrides(
+        match_every=4, search_dim=8, reuse_min_patches=0, exact_level_end=exact_level_end)
+    result = stylizer(content, style, params)
     assert result.evaluations == 12
     level = ["reduced", level_end]  # the reduced search at evaluation 0, the level end's at 6 - 4 = 2
     assert searches == level + level + [level_end]
@@ -201,4 +219,6 @@ def test_each_level_ends_on_the_level_end_refresh(stylizer, monkeypatch, exact_l
 @pytest.mark.parametrize("field, value", [("search_dim", -1), ("search_candidates", 0), ("reuse_min_patches", -1)])
 def test_impossible_search_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
-        FusionParams(**{field: value})
+        MatchingParams(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        FusionParams().with_overrides(**{field: value})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylecore import FusionParams, image_to_tensor
-from stylecore.matching import nearest_patches, normalize_patches, project_bank
+from stylecore import MatchingParams, image_to_tensor
+from stylecore.matching import approximate_nearest_patches, nearest_patches, normalize_patches, project_bank
 from stylecore.modules import LocalStyleLoss
 from stylecore.patches import PatchBank, extract_patches, patch_grid
 from stylecore.propagation import (anchor_positions, best_candidates, propagated_candidates,
@@ -106,13 +106,21 @@ def test_on_real_features_it_finds_most_exact_neighbours_and_loses_little_correl
 def test_the_local_loss_uses_the_coherent_search_between_exact_refreshes():
     style = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(6))
     synthesis = torch.randn(1, 4, 11, 10, generator=torch.Generator().manual_seed(7))
-    coherent = LocalStyleLoss(style, match_every=3, search_dim=4, search_step=2, evaluations=9)
-    everywhere = LocalStyleLoss(style, match_every=3, search_dim=4, search_step=1, evaluations=9)
+    coherent = LocalStyleLoss(style, matching=MatchingParams(match_every=3, search_dim=4, search_step=2,
+                                                             reuse_min_patches=0), evaluations=9)
+    everywhere = LocalStyleLoss(style, matching=MatchingParams(match_every=3, search_dim=4, search_step=1,
+                                                               reuse_min_patches=0), evaluations=9)
     coherent(synthesis), everywhere(synthesis)
-    assert coherent.last_search is None and everywhere.last_search is not None
-    assert torch.equal(coherent.match(synthesis, "exact"), everywhere.match(synthesis, "exact"))
+    bank, reduced = coherent.bank, coherent.matcher.reduced
+    assert reduced is not None
+    queries = extract_patches(synthesis, 3)
+    anchored = propagated_nearest_patches(queries, patch_grid(11, 10, 3), bank.normalized, bank.grid, reduced, step=2)
+    searched = approximate_nearest_patches(queries, bank.normalized, reduced)
+    assert not torch.equal(anchored, searched), "the test needs the two searches to differ"
+    assert torch.equal(coherent.matches, anchored) and torch.equal(everywhere.matches, searched)
+    assert torch.equal(coherent.matcher.match(synthesis, "exact"), everywhere.matcher.match(synthesis, "exact"))
 
 
 def test_search_step_must_be_positive():
     with pytest.raises(ValueError, match="search_step"):
-        FusionParams(search_step=0)
+        MatchingParams(search_step=0)

@@ -14,7 +14,7 @@ from tests.demo_images import demo_image
 # paper's alpha_2 = 1e-4 weighs ~20x less against content than at its 384 px; scaling
 # alpha_2 by that factor keeps the paper's balance at test size. Matching is the paper's
 # exact mode (a fresh nearest-patch search at every evaluation).
-SMALL = FusionParams(size=None, levels=2, iterations=40, alpha_local=2e-3, match_every=1)
+SMALL = FusionParams(size=None, levels=2, iterations=40, alpha_local=2e-3).with_overrides(match_every=1)
 
 
 @pytest.mark.parametrize("content_name, style_name", [

@@ -154,7 +154,7 @@ def test_derived_names_are_stable_and_change_with_inputs_and_parameters():
               derived_output_name(content, style, FusionParams(), "torchvision"),
               derived_output_name(style, content, FusionParams(), "caffe")}
     assert name not in others and len(others) == 3
-    assert derived_output_name(content, style, FusionParams(search_budget_bytes=1024), "caffe") == name, \
+    assert derived_output_name(content, style, FusionParams().with_overrides(search_budget_bytes=1024), "caffe") == name, \
         "the search's memory budget does not change the result, so not the name either"
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 from pipeline.batch.manifest import Job
 from pipeline.batch.naming import params_fingerprint
-from pipeline.batch.worker import CONCURRENT_ROWS, RowProcessor, job_record, memory_fraction
+from pipeline.batch.records import job_record
+from pipeline.batch.worker import CONCURRENT_ROWS, RowProcessor, memory_fraction
 from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams
 from tests.demo_images import IMAGES

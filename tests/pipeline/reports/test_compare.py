@@ -68,7 +68,7 @@ def test_tiles_show_the_syntheses_and_carry_the_distances_of_stylecore_metrics(s
     image, metadata, _ = sheet
     stylizer = Stylizer("caffe", "cpu")
     content, style = image_to_tensor(load_image(CAT)), image_to_tensor(load_image(ZEBRA))
-    base = FusionParams(size=SIZE, levels=1, iterations=ITERS, match_every=1)
+    base = FusionParams(size=SIZE, levels=1, iterations=ITERS).with_overrides(match_every=1)
     synthesized = [tile for tile in metadata["tiles"] if tile["alpha_global"] is not None]
     assert len(synthesized) == 9
     for tile in synthesized:
