@@ -71,7 +71,8 @@ def measure(python: str, manifest: Path, output: Path) -> dict[str, float]:
              "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
              "print(time.perf_counter() - t, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code)")
     done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True,
-                          env={**os.environ, "RAY_ADDRESS": ""})
+                          env={**os.environ, "RAY_ADDRESS": ""}, cwd=manifest.parent)  # not a checkout: each
+    # interpreter then imports the stylebatch it was installed with
     seconds, cpu_seconds, max_rss_kib, code = done.stdout.split()
     return {"seconds": float(seconds), "cpu_seconds": float(cpu_seconds), "rss_mib": int(max_rss_kib) / 1024,
             "code": int(code)}

@@ -28,7 +28,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from pipeline.batch.columns import PARAMETER_COLUMNS
-from pipeline.batch.spool import DISPATCHED, Entry, Spool, drop_torn_line, spool_root
+from pipeline.batch.spool import DISPATCHED, PARAMS_DEFINITION, Entry, Spool, drop_torn_line, spool_root
 from pipeline.storage.store import Location, Storage
 
 SCHEMA = pa.schema([
@@ -63,8 +63,9 @@ PARTS_FOLDER = "_parts"
 BATCH_ROWS = 4096
 _COMPACTED = re.compile(r"^run-(.+)\.parquet$")
 _LEGACY_PART = re.compile(r"^run-(.+)-part-\d{6}\.parquet$")  # parts of versions that kept them visible
-_SEGMENT_PARSING = pa_json.ParseOptions(explicit_schema=SCHEMA.append(pa.field(DISPATCHED, pa.bool_())),
-                                        unexpected_field_behavior="ignore")
+_SEGMENT_PARSING = pa_json.ParseOptions(
+    explicit_schema=SCHEMA.append(pa.field(DISPATCHED, pa.bool_())).append(pa.field(PARAMS_DEFINITION, pa.string())),
+    unexpected_field_behavior="ignore")
 _SEGMENT_READING = pa_json.ReadOptions(block_size=1 << 22)
 
 
@@ -155,12 +156,23 @@ def deliver_segment(storage: Storage, folder: Location, run_id: str, segment: Pa
     drop_torn_line(segment)
     if segment.stat().st_size:
         table = pa_json.read_json(segment, parse_options=_SEGMENT_PARSING, read_options=_SEGMENT_READING)
-        table = table.filter(pc.invert(pc.fill_null(table[DISPATCHED], False))).drop_columns([DISPATCHED])
+        table = _with_params_defined(table)
+        results = pc.and_(pc.invert(pc.fill_null(table[DISPATCHED], False)), pc.is_null(table[PARAMS_DEFINITION]))
+        table = table.filter(results).drop_columns([DISPATCHED, PARAMS_DEFINITION])
     else:
         table = SCHEMA.empty_table()
     location = part_location(folder, run_id, number)
     storage.write_bytes(location, parquet_bytes(table))
     return location
+
+
+def _with_params_defined(table: pa.Table) -> pa.Table:
+    """The journal's "params" references ("@n") replaced by the values their definition lines give."""
+    definitions = table.filter(pc.is_valid(table[PARAMS_DEFINITION]))
+    position = pc.index_in(table["params"], value_set=definitions[PARAMS_DEFINITION])
+    defined = pc.take(definitions["params"], position)
+    params = pc.if_else(pc.is_valid(position), defined, table["params"])
+    return table.set_column(table.schema.get_field_index("params"), "params", params)
 
 
 def run_parts(storage: Storage, folder: Location, run_id: str) -> list[Location]:

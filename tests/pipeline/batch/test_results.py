@@ -120,3 +120,16 @@ def test_journal_segments_become_parts_and_rows_in_flight_are_carried_forward(tm
         "rows in flight are journaled again in the next segment"
     writer.close()
     assert pq.read_table(compacted_location(folder, "j").path).num_rows == 2
+
+
+def test_shared_parameters_are_journaled_once_per_segment_and_restored_in_the_parts(tmp_path, folder, spool_dir):
+    spool = Spool(spool_dir, "p")
+    writer = ResultsWriter(Storage(), folder, "p", spool, flush_rows=10_000, flush_seconds=3600)
+    for row in range(1, 7):
+        writer.add(record(row) | {"params": '{"size": 64}' if row % 2 else '{"size": 128}'})
+    writer.add(record(7), durable=True)  # no parameters at all (an invalid row); durable: on disk now
+    journal = (spool.folder / "seg-000001.jsonl").read_text()
+    assert journal.count('\\"size\\"') == 2, "each distinct value once"
+    writer.close()
+    table = read_results(Storage(), folder).sort_by("row")
+    assert table["params"].to_pylist() == ['{"size": 64}', '{"size": 128}'] * 3 + [None]
