@@ -8,14 +8,16 @@ constant memory; duplicate outputs are found separately (`pipeline.batch.outputs
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from functools import partial
+from typing import Any, BinaryIO, cast
 
 import pyarrow.parquet as pq
 
@@ -58,13 +60,16 @@ class RowError:
         return f"row {self.row}, column {self.column}: {self.reason}"
 
 
+Rows = Iterator[tuple[int, dict[str, Any] | RowError]]  # (row number, cells) or a row whose shape is wrong
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An opened manifest: its columns and a one-pass stream of (row number, cells) or shape errors."""
 
     location: Location
     columns: tuple[str, ...]
-    rows: Iterator[tuple[int, dict[str, Any] | RowError]]
+    rows: Rows
 
 
 def read_manifest(storage: Storage, location: Location) -> Manifest:
@@ -76,7 +81,7 @@ def read_manifest(storage: Storage, location: Location) -> Manifest:
     suffix = location.name.lower().rpartition(".")[2]
     if suffix not in ("csv", "parquet"):
         raise ManifestError(f"{location}: a manifest must be a .csv or .parquet file")
-    reader = storage.open_reader(location)
+    reader = cast(BinaryIO, storage.open_reader(location))  # a buffered, seekable binary file
     try:
         columns, rows = (_parquet(location, reader) if suffix == "parquet" else _csv(location, reader))
     except BaseException:
@@ -101,15 +106,15 @@ def unknown_column_warnings(manifest: Manifest) -> list[str]:
             for name in manifest.columns if name not in KNOWN_COLUMNS]
 
 
-def _closing(rows: Iterator[tuple[int, dict[str, Any] | RowError]],
-             reader: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def _closing(rows: Rows,
+             reader: BinaryIO) -> Rows:
     try:
         yield from rows
     finally:
         reader.close()
 
 
-def _csv(location: Location, reader: BinaryIO) -> tuple[list[str], Iterator[tuple[int, dict[str, Any] | RowError]]]:
+def _csv(location: Location, reader: BinaryIO) -> tuple[list[str], Rows]:
     text = io.TextIOWrapper(reader, encoding="utf-8-sig", newline="")
     lines = csv.reader(text, skipinitialspace=True)
     try:
@@ -122,7 +127,7 @@ def _csv(location: Location, reader: BinaryIO) -> tuple[list[str], Iterator[tupl
 
 
 def _csv_rows(location: Location, columns: list[str],
-              lines: Iterator[list[str]]) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+              lines: Iterator[list[str]]) -> Rows:
     width = len(columns)
     number = 0
     try:
@@ -143,7 +148,7 @@ def _csv_rows(location: Location, columns: list[str],
 
 
 def _parquet(location: Location,
-             reader: BinaryIO) -> tuple[list[str], Iterator[tuple[int, dict[str, Any] | RowError]]]:
+             reader: BinaryIO) -> tuple[list[str], Rows]:
     try:
         table_file = pq.ParquetFile(reader)
     except Exception as error:  # pyarrow raises several types for a damaged file
@@ -151,7 +156,7 @@ def _parquet(location: Location,
     return list(table_file.schema_arrow.names), _parquet_rows(location, table_file)
 
 
-def _parquet_rows(location: Location, table_file: pq.ParquetFile) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def _parquet_rows(location: Location, table_file: pq.ParquetFile) -> Rows:
     number = 0
     try:
         for batch in table_file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
@@ -174,25 +179,6 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
-class _Cache:
-    """A bounded least-recently-used memo of one function (the driver's memory must not grow with rows)."""
-
-    def __init__(self, function: Callable[..., Any], size: int = 4096) -> None:
-        self.function, self.size = function, size
-        self.entries: OrderedDict[Any, Any] = OrderedDict()
-
-    def __call__(self, *key: Any) -> Any:
-        try:
-            self.entries.move_to_end(key)
-            return self.entries[key]
-        except KeyError:
-            value = self.function(*key)
-            self.entries[key] = value
-            if len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-            return value
-
-
 class RowValidator:
     """Turns raw rows into Jobs or RowErrors; holds only bounded caches, never every row's output.
 
@@ -208,9 +194,10 @@ class RowValidator:
         self.defaults = defaults
         self.weights = weights
         self.check_output = check_output
-        self._location = _Cache(lambda text: parse_location(text, base=self.base))
-        self._params = _Cache(self._params_for, size=1024)
-        self._writable_extension = _Cache(_is_writable_extension, size=64)
+        # Bounded memos: rows mostly share styles and parameters, and memory must not grow with rows.
+        self._location = functools.lru_cache(maxsize=4096)(partial(parse_location, base=self.base))
+        self._params = functools.lru_cache(maxsize=1024)(self._params_for)
+        self._writable_extension = functools.lru_cache(maxsize=64)(_is_writable_extension)
 
     def __call__(self, row: int, cells: dict[str, Any]) -> Job | RowError:
         try:
@@ -224,10 +211,8 @@ class RowValidator:
         for column, resolve in (("content", self._location), ("style", self._location),
                                 ("output", self.output_prefix.child)):
             if cells.get(column) is not None:
-                try:
+                with contextlib.suppress(ValueError):
                     resolved[column] = str(resolve(str(cells[column])))
-                except ValueError:
-                    pass
         return resolved
 
     def _validate(self, row: int, cells: dict[str, Any]) -> Job:

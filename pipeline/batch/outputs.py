@@ -168,3 +168,43 @@ def _read_flags(path: Path) -> Iterator[tuple[int, int, int]]:
     for start in range(0, len(flags), FLUSH_ENTRIES):
         block = flags[start:start + FLUSH_ENTRIES]
         yield from zip(block["row"].tolist(), block["other"].tolist(), block["code"].tolist(), strict=True)
+
+
+class RowNumbers:
+    """A set of row numbers added in increasing order and read back in increasing order, in bounded
+    memory (blocks of FLUSH_ENTRIES spill to a file): the rows a first pass found invalid."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "rows"
+        self._block = array("q")
+        self.count = 0
+
+    def add(self, row: int) -> None:
+        self._block.append(row)
+        self.count += 1
+        if len(self._block) >= FLUSH_ENTRIES:
+            self._spill()
+
+    def _spill(self) -> None:
+        with open(self.path, "ab") as handle:
+            self._block.tofile(handle)
+        self._block = array("q")
+
+    def reader(self) -> RowNumbersReader:
+        """Membership for increasing rows (call once all rows are added)."""
+        self._spill()
+        return RowNumbersReader(self.path)
+
+
+class RowNumbersReader:
+    def __init__(self, path: Path) -> None:
+        rows = np.memmap(path, dtype="<i8", mode="r") if path.exists() and path.stat().st_size else None
+        self._rows = iter(() if rows is None else (int(row) for start in range(0, len(rows), FLUSH_ENTRIES)
+                                                    for row in rows[start:start + FLUSH_ENTRIES].tolist()))
+        self._next = next(self._rows, None)
+
+    def __contains__(self, row: int) -> bool:
+        """Whether `row` is in the set; rows must be asked for in increasing order."""
+        while self._next is not None and self._next < row:
+            self._next = next(self._rows, None)
+        return self._next == row

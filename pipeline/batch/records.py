@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
@@ -27,7 +27,7 @@ OUTCOME_COLUMNS = ("loss_global", "loss_local", "loss_content", "loss_total", "e
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def job_record(job: Job, weights: str) -> dict[str, Any]:
@@ -43,8 +43,9 @@ def _parameter_columns(params: FusionParams, weights: str) -> dict[str, Any]:
             "stylebatch_version": STYLEBATCH_VERSION}
 
 
-def invalid_record(error: RowError, weights: str) -> dict[str, Any]:
-    now = utc_now()
+def invalid_record(error: RowError, weights: str, now: datetime | None = None) -> dict[str, Any]:
+    """A row that failed validation. `now` (default: now) is its start and end."""
+    now = now or utc_now()
     cells = error.cells
     return {"row": error.row, "content": _text(cells.get("content")), "style": _text(cells.get("style")),
             "output": _text(cells.get("output")), "weights": weights, "status": "failed",
@@ -52,19 +53,24 @@ def invalid_record(error: RowError, weights: str) -> dict[str, Any]:
             "error": f"invalid row: column {error.column}: {error.reason}", "started_at": now, "finished_at": now}
 
 
-def skipped_record(job: Job, weights: str, metadata: dict[str, str]) -> dict[str, Any]:
+def skipped_record(job: Job, weights: str, metadata: dict[str, str], now: datetime | None = None) -> dict[str, Any]:
     """A row whose output exists: named after the run that wrote it, if the output says."""
-    now = utc_now()
+    now = now or utc_now()
     previous_run = metadata.get(RUN_KEY)
     reason = (f"output exists, finished in run {previous_run}" if previous_run
               else "output exists (not written by a stylebatch run that labels its outputs); "
                    "pass --force to overwrite it")
-    return job_record(job, weights) | {"status": "skipped", "error": reason, "started_at": now, "finished_at": now}
+    return _ended(job_record(job, weights), "skipped", reason, now)
 
 
-def failed_record(job: Job, weights: str, error: str) -> dict[str, Any]:
-    now = utc_now()
-    return job_record(job, weights) | {"status": "failed", "error": error, "started_at": now, "finished_at": now}
+def failed_record(job: Job, weights: str, error: str, now: datetime | None = None) -> dict[str, Any]:
+    return _ended(job_record(job, weights), "failed", error, now or utc_now())
+
+
+def _ended(record: dict[str, Any], status: str, error: str, now: datetime) -> dict[str, Any]:
+    """`record` (updated in place, not copied: a driver makes one per row) ended at `now` with `status`."""
+    record["status"], record["error"], record["started_at"], record["finished_at"] = status, error, now, now
+    return record
 
 
 def output_metadata(run_id: str, record: dict[str, Any]) -> dict[str, str]:

@@ -12,14 +12,21 @@ by a driver on another machine are compacted once that run's record is stale or 
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.batch.records import recovered_record
-from pipeline.batch.results import (PARTS_FOLDER, TIMESTAMP_FIELDS, compact, deliver_segment, parquet_bytes,
-                                    part_location, to_table)
+from pipeline.batch.results import (
+    PARTS_FOLDER,
+    TIMESTAMP_FIELDS,
+    compact,
+    deliver_segment,
+    parquet_bytes,
+    part_location,
+    to_table,
+)
 from pipeline.batch.runs import read_run, write_run
 from pipeline.batch.spool import abandoned_runs, read_segment, spool_root
 from pipeline.storage.store import Location, Storage, parse_location

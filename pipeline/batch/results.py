@@ -108,11 +108,13 @@ class ResultsWriter:
         self._last_flush = time.monotonic()
 
     def add(self, record: dict[str, Any], durable: bool = False) -> None:
-        """Journal one row's result (`durable`: hand it to the OS now); flush a part when due.
+        """Journal one row's result, given this run's id (`durable`: hand it to the OS now); flush a
+        part when due.
 
         Raises StorageError if a due part cannot be written: the records stay journaled.
         """
-        self.spool.append(Entry({**record, "run_id": self.run_id}), durable)
+        record["run_id"] = self.run_id
+        self.spool.append(Entry(record), durable)
         self._pending += 1
         if self.due():
             self.flush()
@@ -157,7 +159,7 @@ def deliver_segment(storage: Storage, folder: Location, run_id: str, segment: Pa
     if segment.stat().st_size:
         table = pa_json.read_json(segment, parse_options=_SEGMENT_PARSING, read_options=_SEGMENT_READING)
         table = _with_params_defined(table)
-        results = pc.and_(pc.invert(pc.fill_null(table[DISPATCHED], False)), pc.is_null(table[PARAMS_DEFINITION]))
+        results = pc.and_(pc.is_null(table[DISPATCHED]), pc.is_null(table[PARAMS_DEFINITION]))
         table = table.filter(results).drop_columns([DISPATCHED, PARAMS_DEFINITION])
     else:
         table = SCHEMA.empty_table()

@@ -15,6 +15,7 @@ ever computed twice), and delivers what runs that ended badly left behind
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -25,14 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
 from pipeline.batch.manifest import Job, RowError, RowValidator, read_manifest, unknown_column_warnings
-from pipeline.batch.outputs import CollisionStream, OutputIndex
-from pipeline.batch.records import (STYLEBATCH_VERSION, failed_record, invalid_record, job_record,
-                                    skipped_record)
+from pipeline.batch.outputs import CollisionStream, OutputIndex, RowNumbers, RowNumbersReader
+from pipeline.batch.records import STYLEBATCH_VERSION, failed_record, invalid_record, job_record, skipped_record
 from pipeline.batch.recovery import rebuild_in_flight, recover
 from pipeline.batch.results import ResultsWriter
 from pipeline.batch.runs import HEARTBEAT_SECONDS, RunRecord, utc_now, write_run
@@ -120,7 +120,7 @@ StatusHook = Callable[[str], None]
 
 def new_run_id() -> str:
     """Sortable by start time, unique across concurrent runs."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def invalid_lines(summary: RunSummary) -> list[str]:
@@ -143,14 +143,26 @@ class Run:
         self.started_ray = False
         self._last_progress = 0.0
 
-    def rows(self, collisions: CollisionStream | None = None) -> Iterator[Job | RowError]:
-        """One pass over the manifest: every row validated, with output collisions as RowErrors."""
+    def rows(self, collisions: CollisionStream | None = None,
+             invalid_before: RowNumbersReader | None = None) -> Iterator[Job | RowError]:
+        """One pass over the manifest: every row validated, with output collisions as RowErrors.
+
+        `invalid_before`: the rows an earlier pass found invalid; the others skip the output
+        checks (they touch the filesystem), which that pass made and the workers make again.
+        """
         config = self.config
         manifest = read_manifest(self.storage, config.manifest)
-        validator = RowValidator(config.manifest, config.output, config.defaults, config.weights,
-                                 check_output=self._check_output)
+        checked = RowValidator(config.manifest, config.output, config.defaults, config.weights,
+                               check_output=self._check_output)
+        trusted = checked if invalid_before is None else RowValidator(
+            config.manifest, config.output, config.defaults, config.weights)
         for number, cells in manifest.rows:
-            item = cells if isinstance(cells, RowError) else validator(number, cells)
+            if isinstance(cells, RowError):
+                item: Job | RowError = cells
+            elif invalid_before is None or number in invalid_before:
+                item = checked(number, cells)
+            else:
+                item = trusted(number, cells)
             if collisions is not None and isinstance(item, Job):
                 collision = collisions.get(item.row)
                 if collision is not None:
@@ -159,10 +171,18 @@ class Run:
             yield item
 
     def _check_output(self, output: Location) -> None:
+        """A name some filesystem or S3 cannot hold, or a local output whose folder leads out of the
+        output prefix (through a symlink), is an invalid row. The folder is what matters: workers
+        write beside the name and rename over it, which replaces a symlink there instead of
+        following it; so folders are checked once each, not every row's name."""
         check_storable_name(output)
-        self.storage.check_confined(output, self.config.output)
+        self._check_folder(output.parent)
 
-    def validate(self, index: OutputIndex) -> None:
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Run per process; the cache goes with it
+    def _check_folder(self, folder: Location) -> None:
+        self.storage.check_confined(folder, self.config.output)
+
+    def validate(self, index: OutputIndex, invalid: RowNumbers) -> None:
         """First pass: count rows, collect invalid ones, index outputs for collisions."""
         manifest = read_manifest(self.storage, self.config.manifest)
         for warning in unknown_column_warnings(manifest):
@@ -174,6 +194,7 @@ class Run:
                 raise KeyboardInterrupt
             if isinstance(item, RowError):
                 self._invalid(item)
+                invalid.add(item.row)
             else:
                 output = str(item.output)
                 index.add(item.row, output, _folders_between(prefix, output))
@@ -206,7 +227,8 @@ class Run:
     def _execute(self) -> None:
         config, summary = self.config, self.summary
         with OutputIndex() as index:
-            self.validate(index)
+            invalid = RowNumbers(index.folder)
+            self.validate(index, invalid)
             self.list_collisions(index.collisions())
             if summary.total == 0:
                 return
@@ -218,7 +240,7 @@ class Run:
             self.preflight()
             with self._output_lease():
                 recover(self.storage, config.results, summary.run_id, self.on_status)
-                self._dispatch_all(collisions)
+                self._dispatch_all(collisions, invalid.reader())
 
     def preflight(self) -> None:
         """The output and results locations exist and can be written (probe write and delete)."""
@@ -249,7 +271,7 @@ class Run:
         finally:
             acquired.release()
 
-    def _dispatch_all(self, collisions: CollisionStream) -> None:
+    def _dispatch_all(self, collisions: CollisionStream, invalid_before: RowNumbersReader) -> None:
         config, summary = self.config, self.summary
         run_record = RunRecord(summary.run_id, str(config.manifest), str(config.output), summary.total,
                                utc_now(), utc_now(), socket.gethostname(), STYLEBATCH_VERSION)
@@ -264,7 +286,7 @@ class Run:
                 if self.on_progress:
                     self.on_progress(summary, None)
                 try:
-                    for chunk in _chunks(self.rows(collisions), CHUNK_ROWS):
+                    for chunk in _chunks(self.rows(collisions, invalid_before), CHUNK_ROWS):
                         if self.stop.is_set():
                             raise KeyboardInterrupt
                         self._dispatch_chunk(chunk)
@@ -287,16 +309,16 @@ class Run:
         found = ([None] * len(jobs) if self.config.force
                  else self.storage.stat_many([job.output for job in jobs]))
         existing = {job.row: info for job, info in zip(jobs, found, strict=True)}
-        weights = self.config.weights
+        weights, now = self.config.weights, utc_now()  # rows without compute start and end together
         for item in chunk:
             if isinstance(item, RowError):
-                self._record(invalid_record(item, weights))
+                self._record(invalid_record(item, weights, now))
                 continue
             info = existing.get(item.row)
             if info is not None and info.is_folder:
-                self._record(failed_record(item, weights, f"{item.output} is a folder, not an image file"))
+                self._record(failed_record(item, weights, f"{item.output} is a folder, not an image file", now))
             elif info is not None:
-                self._record(skipped_record(item, weights, info.metadata))
+                self._record(skipped_record(item, weights, info.metadata, now))
             else:
                 self._dispatch(item)
 

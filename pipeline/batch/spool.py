@@ -72,18 +72,23 @@ class Spool:
         self._last_flush = time.monotonic()
 
     def _open(self, segment: int) -> IO[str]:
-        return open(self.folder / f"seg-{segment:06d}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        return open(self.folder / f"seg-{segment:06d}.jsonl", "a", encoding="utf-8")
 
     def append(self, entry: Entry, durable: bool = False) -> None:
         """Journal `entry`; `durable` hands it to the OS now (else within BUFFERED_SECONDS)."""
-        params = entry.record.get("params")
+        record = entry.record
+        params = record.get("params")
         if params is not None:
             reference = self._params.get(params)
             if reference is None:
                 reference = self._params[params] = f"{PARAMS_REFERENCE}{len(self._params)}"
                 self._file.write(json.dumps({PARAMS_DEFINITION: reference, "params": params}) + "\n")
-            entry = Entry({**entry.record, "params": reference}, entry.dispatched)
-        self._file.write(encode(entry) + "\n")
+            record["params"] = reference  # for this line only: put back below, so the record is unchanged
+        try:
+            self._file.write(encode(entry) + "\n")
+        finally:
+            if params is not None:
+                record["params"] = params
         if durable or time.monotonic() - self._last_flush >= BUFFERED_SECONDS:
             self._file.flush()
             self._last_flush = time.monotonic()
@@ -141,9 +146,14 @@ def read_segment(path: Path, timestamp_fields: frozenset[str]) -> Iterator[Entry
 def drop_torn_line(path: Path) -> None:
     """Cut a segment back to its last complete line (a killed driver may have left half of one)."""
     with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        handle.seek(end - 1)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        handle.truncate(handle.read().rfind(b"\n") + 1)  # rare: the whole segment is read once
 
 
 def _json_default(value: Any) -> Any:

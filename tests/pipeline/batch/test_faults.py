@@ -61,7 +61,8 @@ def test_a_driver_killed_with_sigkill_loses_no_record_and_the_rerun_does_each_ro
     assert_no_traceback(rerun.stdout, rerun.stderr)
     table = local_results(output / "_results")
     first_run = min(table["run_id"].to_pylist())
-    runs = {run_id: table.filter(pa.compute.equal(table["run_id"], run_id)) for run_id in set(table["run_id"].to_pylist())}
+    runs = {run_id: table.filter(pa.compute.equal(table["run_id"], run_id))
+            for run_id in set(table["run_id"].to_pylist())}
     assert len(runs) == 2
     killed, second = runs[first_run], runs[max(runs)]
     ok_rows = sorted(rows_by_status(killed).get("ok", []) + rows_by_status(second).get("ok", []))
@@ -233,7 +234,8 @@ def test_an_unreachable_s3_endpoint_is_one_line_and_exit_2(tmp_path):
     manifest = make_local_manifest(tmp_path, 1)
     done = stylebatch("submit", str(manifest), "--output", f"s3://bucket-{uuid.uuid4().hex[:8]}/out",
                       "--s3-endpoint", "http://127.0.0.1:9", "--retry-window", "1", *TINY,
-                      env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE12", "AWS_SECRET_ACCESS_KEY": "x" * 40})
+                      env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE12",
+                           "AWS_SECRET_ACCESS_KEY": "x" * 40})
     assert done.returncode == 2, done.stderr
     assert_no_traceback(done.stdout, done.stderr)
     assert "cannot write the output location" in done.stderr and "127.0.0.1:9" in done.stderr

@@ -78,7 +78,7 @@ def test_unreadable_manifests_are_refused_whole(tmp_path, name, data, message):
 
 def test_missing_required_columns_and_unknown_columns(tmp_path):
     (tmp_path / "m.csv").write_text("content,alpha_local\n")
-    with pytest.raises(ManifestError, match="missing required column.*style"):
+    with pytest.raises(ManifestError, match=r"missing required column.*style"):
         read(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("content,style,alpha_locl\n")
     warnings = unknown_column_warnings(read(tmp_path / "m.csv"))
@@ -154,7 +154,8 @@ def test_derived_names_are_stable_and_change_with_inputs_and_parameters():
               derived_output_name(content, style, FusionParams(), "torchvision"),
               derived_output_name(style, content, FusionParams(), "caffe")}
     assert name not in others and len(others) == 3
-    assert derived_output_name(content, style, FusionParams().with_overrides(search_budget_bytes=1024), "caffe") == name, \
+    cheaper = FusionParams().with_overrides(search_budget_bytes=1024)
+    assert derived_output_name(content, style, cheaper, "caffe") == name, \
         "the search's memory budget does not change the result, so not the name either"
 
 

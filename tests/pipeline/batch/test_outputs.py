@@ -72,3 +72,18 @@ def test_agrees_with_a_naive_set_on_random_names_across_buckets_and_spills(monke
     names += ["o/a", "o/b/7.png/x.png", "o/c/1.png"]  # a file where folders are, and a folder under a file
     rows = list(enumerate(names, start=1))
     assert collisions_of(rows) == naive_collisions(rows)
+
+
+def test_row_numbers_spill_and_answer_membership_in_order(tmp_path, monkeypatch):
+    from pipeline.batch.outputs import RowNumbers
+
+    monkeypatch.setattr(outputs, "FLUSH_ENTRIES", 4)
+    numbers = RowNumbers(tmp_path)
+    members = [2, 3, 5, 8, 13, 21, 34, 55, 89]
+    for row in members:
+        numbers.add(row)
+    reader = numbers.reader()
+    assert [row for row in range(1, 100) if row in reader] == members
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert 1 not in RowNumbers(empty).reader()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -10,14 +10,23 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batch.results import (SCHEMA, ResultsWriter, compact, compacted_location, parquet_bytes, part_location,
-                                    read_results, result_files, to_table)
+from pipeline.batch.results import (
+    SCHEMA,
+    ResultsWriter,
+    compact,
+    compacted_location,
+    parquet_bytes,
+    part_location,
+    read_results,
+    result_files,
+    to_table,
+)
 from pipeline.batch.spool import Spool
 from pipeline.storage.store import Storage, parse_location
 
 
 def record(row: int, status: str = "ok", output: str | None = None) -> dict:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {"row": row, "content": f"/in/{row}.png", "style": "/in/s.png", "output": output or f"/out/{row}.png",
             "status": status, "loss_total": 1.5 * row, "started_at": now, "finished_at": now,
             "error": None if status == "ok" else "boom"}
