@@ -156,9 +156,12 @@ def drop_torn_line(path: Path) -> None:
         handle.truncate(handle.read().rfind(b"\n") + 1)  # rare: the whole segment is read once
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, _last: list[Any] = [None, ""]) -> Any:  # noqa: B006 - the memo, on purpose
+    """Datetimes as ISO strings; the last one is memoised, as the rows of one chunk share their time."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        if value is not _last[0]:
+            _last[0], _last[1] = value, value.isoformat()
+        return _last[1]
     raise TypeError(f"cannot journal {type(value).__name__}")
 
 

@@ -259,7 +259,7 @@ def test_an_s3_outage_in_the_middle_of_a_run_is_waited_out_and_every_row_ends_ok
         if listed:
             break
         time.sleep(0.1)
-    crashable_s3.outage(6).join()
+    crashable_s3.outage(6).wait()
     stdout, stderr = run.communicate(timeout=600)
     assert run.returncode == 0, stderr
     assert_no_traceback(stdout, stderr)
