@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import uuid
@@ -222,11 +223,18 @@ def _die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start_weed_mini(tmp_path_factory: pytest.TempPathFactory) -> WeedMini:
+def _server_folder(name: str) -> Path:
+    """A fresh folder for a server's data, outside pytest's numbered temporary folders: another pytest
+    session on the machine deletes all but the newest three of those, which would kill a long-running
+    session's server. WeedMini.stop() removes it."""
+    return Path(tempfile.mkdtemp(prefix=f"stylebatch-{name}-"))
+
+
+def _start_weed_mini() -> WeedMini:
     """A started server; retried with new ports in case another process took one in between."""
     failures = []
     for _ in range(_START_ATTEMPTS):
-        weed = WeedMini(tmp_path_factory.mktemp("s3-server"))
+        weed = WeedMini(_server_folder("s3-server"))
         try:
             weed.start()
             return weed
@@ -237,9 +245,9 @@ def _start_weed_mini(tmp_path_factory: pytest.TempPathFactory) -> WeedMini:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server() -> Iterator[S3Server]:
     """A real S3 server for the session, with AWS_* set to reach it (and no other AWS settings)."""
-    weed = _start_weed_mini(tmp_path_factory)
+    weed = _start_weed_mini()
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name in [name for name in os.environ if name.startswith("AWS_")]:
@@ -255,8 +263,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
-def _crashable_weed_mini(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedMini]:
-    weed = WeedMini(tmp_path_factory.mktemp("crashable-s3-server"), (s3_server.access_key, s3_server.secret_key))
+def _crashable_weed_mini(s3_server: S3Server) -> Iterator[WeedMini]:
+    weed = WeedMini(_server_folder("crashable-s3-server"), (s3_server.access_key, s3_server.secret_key))
     weed.start()
     try:
         yield weed

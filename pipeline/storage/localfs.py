@@ -34,14 +34,17 @@ def write_file(path: str, fill: Callable[[BinaryIO], object], *, overwrite: bool
     """Create `path` (and its folders) with what `fill` writes into the open temporary file.
 
     AlreadyExists if `overwrite` is False and something has the name; OutsidePrefix if `confine_to` is
-    given and the folder, resolved after it was created, is not inside it.
+    given and the folder, resolved before creating it and again once opened, is not inside it.
     """
     folder, name = os.path.split(path)
+    root = os.path.realpath(confine_to) if confine_to is not None else None
+    if root is not None:  # before creating folders, so none is made through a symlink outside
+        check_inside(os.path.join(os.path.realpath(folder), name), root, path)
     os.makedirs(folder, exist_ok=True)
     folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if confine_to is not None:
-            check_inside(os.path.join(real_folder(folder_fd, folder), name), os.path.realpath(confine_to), path)
+        if root is not None:  # again on the opened folder, which every later step is relative to
+            check_inside(os.path.join(real_folder(folder_fd, folder), name), root, path)
         temporary = f".{_shortened(name)}.{uuid.uuid4().hex[:12]}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
         try:

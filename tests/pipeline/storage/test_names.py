@@ -82,6 +82,13 @@ def test_a_write_replaces_a_symlink_at_the_final_name_instead_of_following_it(tr
     assert not os.path.islink(out.child("linked.png").path)
 
 
+def test_a_confined_write_creates_no_folder_through_a_symlink(tree: tuple[Location, Path]) -> None:
+    out, outside = tree
+    with pytest.raises(OutsidePrefix):
+        Storage().write_bytes(out.child("escape/new/deeper/a.png"), b"image", confine_to=out)
+    assert sorted(os.listdir(outside)) == ["victim.png"]
+
+
 def test_confined_uploads_are_checked_too(tree: tuple[Location, Path], tmp_path: Path) -> None:
     out, outside = tree
     source = tmp_path / "source.bin"
