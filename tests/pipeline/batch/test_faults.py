@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -185,8 +186,6 @@ def test_a_read_only_results_folder_fails_before_any_compute_for_a_user_who_cann
 
 
 def stylebatch_command(*args: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "pipeline", *args]
 
 
@@ -272,3 +271,23 @@ def test_an_s3_outage_in_the_middle_of_a_run_is_waited_out_and_every_row_ends_ok
 
     table = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=results[0])["Body"].read()))
     assert sorted(table["row"].to_pylist()) == list(range(1, 9)) and set(table["status"].to_pylist()) == {"ok"}
+
+
+def test_a_run_with_nothing_to_compute_never_imports_torch_or_ray(tmp_path):
+    """The driver of a million rows that are done or invalid stays small: no torch, no Ray cluster."""
+    pair = f"{IMAGES}/content/cat_chelsea.png,{IMAGES}/style/texture_zebra.jpg"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"content,style,output\n{pair},done.png\n{pair},bad.txt\n")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "done.png").write_bytes(b"made earlier")
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['stylebatch', 'submit', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('pipeline', run_name='__main__')\n"
+             "except SystemExit as done:\n    code = done.code\n"
+             "print('modules', 'torch' in sys.modules, 'ray' in sys.modules, 'exit', code)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(manifest), "--output", str(output)],
+                          capture_output=True, text=True, timeout=120)
+    assert "modules False False exit 1" in done.stdout, done.stdout + done.stderr
+    table = local_results(output / "_results")
+    assert [row["status"] for row in table.sort_by("row").to_pylist()] == ["skipped", "failed"]
