@@ -153,9 +153,9 @@ class Run:
         config = self.config
         manifest = read_manifest(self.storage, config.manifest)
         checked = RowValidator(config.manifest, config.output, config.defaults, config.weights,
-                               check_output=self._check_output)
+                               check_output=self._check_output, columns=manifest.columns)
         trusted = checked if invalid_before is None else RowValidator(
-            config.manifest, config.output, config.defaults, config.weights)
+            config.manifest, config.output, config.defaults, config.weights, columns=manifest.columns)
         for number, cells in manifest.rows:
             if isinstance(cells, RowError):
                 item: Job | RowError = cells
