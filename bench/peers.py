@@ -403,11 +403,11 @@ def allocator_lines(cases: list[CaseResult]) -> list[str]:
             continue
         versus = {label: case.ratio(label, "stylecore default") or 0.0 for label in needed}
         lead = versus["neural-style 0.5.7"] - 1
-        share = (versus["stylecore, glibc allocator"] - 1) / lead if lead > 0 else float("nan")
+        share = (f"the retained heap is {(versus[needed[1]] - 1) / lead:.0%} of the lead" if lead > 0
+                 else "stylecore has no lead here")
         lines.append(f"Gatys {case.size}/{case.size}: neural-style takes {versus['neural-style 0.5.7']:.2f}x "
-                     f"stylecore's time; stylecore with glibc's default allocator {versus[needed[1]]:.2f}x, so the "
-                     f"retained heap is {share:.0%} of the lead; neural-style given the same setting "
-                     f"(environment variables) {versus[needed[2]]:.2f}x")
+                     f"stylecore's time; stylecore with glibc's default allocator {versus[needed[1]]:.2f}x, so "
+                     f"{share}; neural-style given the same setting (environment variables) {versus[needed[2]]:.2f}x")
     return lines
 
 
