@@ -368,6 +368,10 @@ def summary_rows(cases: list[CaseResult]) -> tuple[list[str], list[list[str]]]:
     return ["per loss evaluation", *labels], rows
 
 
+DETAIL_HEADER = ["case", "system", "median s", "range s", "vs stylecore default", "vs stylecore exact", "peak RSS",
+                 "objective at the test image (vs stylecore exact)", "gradient vs stylecore exact", "load after"]
+
+
 def detail_rows(cases: list[CaseResult]) -> list[list[str]]:
     rows = []
     for case in cases:
@@ -480,8 +484,11 @@ def main() -> None:
                                    "recreate the peers' virtualenv (--setup)")
             print(f"{name}: {hello['version']}, torch {hello['torch']} with {hello['threads']} threads; "
                   f"weights: {hello['weights']}", flush=True)
-        cases = [measure_case(workers, kind, size, inputs[size], args.rounds, folder)
-                 for kind in args.kinds for size in args.sizes]
+        cases = []
+        for kind in args.kinds:
+            for size in args.sizes:
+                cases.append(measure_case(workers, kind, size, inputs[size], args.rounds, folder))
+                print_table(DETAIL_HEADER, detail_rows(cases[-1:]))  # so that a run cut short keeps its figures
         runs = [result for kind in args.runs
                 for result in whole_runs(workers, kind, *run_sizes[kind], inputs[run_sizes[kind][0]], folder)]
     finally:
@@ -493,9 +500,7 @@ def main() -> None:
     print()
     print_table(*summary_rows(cases))
     print()
-    print_table(["case", "system", "median s", "range s", "vs stylecore default", "vs stylecore exact",
-                 "peak RSS", "objective at the test image (vs stylecore exact)", "gradient vs stylecore exact",
-                 "load after"], detail_rows(cases))
+    print_table(DETAIL_HEADER, detail_rows(cases))
     for line in allocator_lines(cases):
         print(line)
     if runs:
