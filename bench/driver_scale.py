@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import machine
+from bench.machine import print_machine
 from pipeline.batch.records import output_metadata
 from pipeline.storage.store import Storage, parse_location
 
@@ -85,7 +85,7 @@ def main() -> None:
                         help="where manifests and outputs are made (and kept for reuse)")
     parser.add_argument("--baseline", help="another interpreter (an older checkout's venv python) to compare")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print_machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
     header = "| rows | kind | driver peak RSS | seconds | rows/s | rows per CPU-second |"
     if args.baseline:

@@ -19,8 +19,21 @@ import time
 
 import torch
 
-from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, gib, machine, network_input, peak_memory_bytes,
-                          print_table, reset_peak_memory, synchronize, timed, vgg_floor)
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    EXACT,
+    STYLE,
+    gib,
+    network_input,
+    peak_memory_bytes,
+    print_table,
+    reset_peak_memory,
+    synchronize,
+    timed,
+    vgg_floor,
+)
+from bench.machine import load_average, print_machine
 from stylecore import Stylizer
 from stylecore.losses import mrf_loss
 from stylecore.matching import project_bank
@@ -125,14 +138,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}")
+    print_machine()
     print(f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
           f"search_candidates={DEFAULT.matching.search_candidates}, search_step={DEFAULT.matching.search_step}; "
           f"seconds are medians of {args.repeats} interleaved rounds")
     rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
     print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",
                  "ratio", "peak memory"], rows)
-    print(f"load average at the end: {machine().rsplit('load average ', 1)[1]}")
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ def main() -> None:
         def stat_many() -> list[list[ObjectInfo | None]]:
             return [storage.stat_many(chunk) for chunk in chunks]
 
+        def stat_many_without_metadata() -> list[list[ObjectInfo | None]]:
+            return [storage.stat_many(chunk, with_metadata=False) for chunk in chunks]
+
         def confined() -> None:
             for location in locations:
                 storage.check_confined(location, out)
@@ -73,6 +76,7 @@ def main() -> None:
               f"load {Path('/proc/loadavg').read_text().split()[0]}")
         _per_item_us("os.stat alone (the floor)", args.files, bare_stat, args.rounds)
         _per_item_us("Storage.stat_many (stat + metadata)", args.files, stat_many, args.rounds)
+        _per_item_us("Storage.stat_many(with_metadata=False)", args.files, stat_many_without_metadata, args.rounds)
         _per_item_us("Storage.check_confined (cached folders)", args.files, confined, args.rounds)
         _per_item_us("check_storable_name", args.files, storable, args.rounds)
         _per_item_us("Location.child (building the output location)", args.files, children, args.rounds)

@@ -131,12 +131,12 @@ class LocalReader(io.BufferedReader):
         self.size = os.fstat(self.fileno()).st_size
 
 
-def stat_file(path: str) -> ObjectInfo | None:
-    """What is at `path` (following symlinks), or None if nothing is."""
+def stat_file(path: str, with_metadata: bool = True) -> ObjectInfo | None:
+    """What is at `path` (following symlinks), or None if nothing is; metadata {} unless `with_metadata`."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if stat.S_ISDIR(status.st_mode):
         return ObjectInfo(0, {}, True, None, status.st_mtime)
-    return ObjectInfo(status.st_size, read_metadata(path), False, None, status.st_mtime)
+    return ObjectInfo(status.st_size, read_metadata(path) if with_metadata else {}, False, None, status.st_mtime)

@@ -369,11 +369,13 @@ class Storage:
         info = self.stat(location)
         return info is not None and not info.is_folder
 
-    def stat(self, location: Location) -> ObjectInfo | None:
+    def stat(self, location: Location, *, with_metadata: bool = True) -> ObjectInfo | None:
         """Size, metadata, ETag and time of what is at `location`, or None if nothing is (for S3, a missing
-        bucket too). Local folders are ObjectInfo(is_folder=True); symlinks are followed."""
+        bucket too). Local folders are ObjectInfo(is_folder=True); symlinks are followed.
+        `with_metadata=False` leaves a local file's metadata unread ({}): one syscall less per file (S3's
+        HEAD answers with it anyway)."""
         if location.scheme == "file":
-            return self.call(location, lambda: stat_file(location.path))
+            return self.call(location, lambda: stat_file(location.path, with_metadata))
         client = self.client()
 
         def head() -> ObjectInfo | None:
@@ -387,12 +389,12 @@ class Storage:
                               response.get("ETag"), response["LastModified"].timestamp())
         return self.call(location, head)
 
-    def stat_many(self, locations: Sequence[Location]) -> list[ObjectInfo | None]:
+    def stat_many(self, locations: Sequence[Location], *, with_metadata: bool = True) -> list[ObjectInfo | None]:
         """stat() of each location, in order: local ones one after the other (a few microseconds each), S3
         ones as concurrent HEAD requests on a bounded thread pool, each retried."""
         if all(location.scheme == "file" for location in locations):
             try:
-                return [stat_file(location.path) for location in locations]
+                return [stat_file(location.path, with_metadata) for location in locations]
             except OSError:
                 pass  # one of them needs retrying or putting into words: go one by one
         results: list[ObjectInfo | None] = [None] * len(locations)
@@ -400,9 +402,9 @@ class Storage:
         for index, location in enumerate(locations):
             if location.scheme == "file":
                 try:
-                    results[index] = stat_file(location.path)
+                    results[index] = stat_file(location.path, with_metadata)
                 except OSError:
-                    results[index] = self.stat(location)
+                    results[index] = self.stat(location, with_metadata=with_metadata)
             else:
                 remote.append(index)
         if remote:

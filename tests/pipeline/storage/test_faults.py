@@ -29,7 +29,9 @@ def base(crashable_s3: WeedMini) -> Location:
 
 
 def _storage(weed: WeedMini, retry_window: float = 30.0) -> Storage:
-    return Storage(weed.server.endpoint_url, retry_window=retry_window)
+    """A request that reaches a SeaweedFS still starting up can wait for an answer until the read timeout:
+    a short one keeps these tests short."""
+    return Storage(weed.server.endpoint_url, retry_window=retry_window, connect_timeout=2.0, read_timeout=3.0)
 
 
 def test_reads_writes_stats_and_deletes_wait_out_a_crash(crashable_s3: WeedMini, base: Location) -> None:

@@ -59,6 +59,9 @@ def test_stat_many_keeps_the_order_across_stores(prefix: Location, tmp_path: Pat
     locations = [(prefix if index % 2 else local).child(f"{index}.png") for index in range(300)]
     infos = storage.stat_many(locations)
     assert len(infos) == 300
+    bare = storage.stat_many(locations, with_metadata=False)
+    assert [info is None for info in bare] == [info is None for info in infos]
+    assert all(info.metadata == {} for info in bare[::2] if info is not None)  # the local ones
     for index, info in enumerate(infos):
         if index in present:
             assert info is not None and info.size == index and info.metadata == {"row": str(index)}

@@ -214,7 +214,7 @@ def test_multipart_etags_are_computed_as_the_server_computes_them(prefix: Locati
     assert client.head_object(Bucket=prefix.bucket, Key=key)["ETag"] == multipart_etag(etags)
 
 
-def test_an_upload_that_must_not_replace_refuses_before_and_at_completion(prefix: Location, large_file: Path,
+def test_an_upload_that_must_not_replace_refuses_and_leaves_no_pending_upload(prefix: Location, large_file: Path,
                                                                          s3_server: S3Server) -> None:
     storage = Storage()
     location = prefix.child("taken.parquet")
