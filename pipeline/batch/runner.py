@@ -243,12 +243,18 @@ class Run:
                 self._dispatch_all(collisions, invalid.reader())
 
     def preflight(self) -> None:
-        """The output and results locations exist and can be written (probe write and delete)."""
+        """The output and results locations exist and can be written (probe write and delete); warn
+        where an S3 server cannot refuse to overwrite (then only the driver's checks guard outputs)."""
         for what, location in (("output", self.config.output), ("results", self.config.results)):
             try:
                 self.storage.probe_writable(location)
             except StorageError as error:
                 raise PreflightFailed(f"cannot write the {what} location: {error}") from None
+        output = self.config.output
+        if output.scheme == "s3" and not self.storage.supports_conditional_writes(output):
+            self.on_status(f"warning: the S3 server of {output} ignores conditional writes (If-None-Match): "
+                           "an output written by something else while a row runs could be overwritten, and "
+                           "two runs on this prefix are kept apart on a best-effort basis only")
 
     @contextmanager
     def _output_lease(self) -> Iterator[Lease]:
