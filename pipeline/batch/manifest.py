@@ -15,10 +15,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.storage.imagefiles import image_format_for
 from pipeline.batch.naming import derived_output_name
 from pipeline.storage.store import Location, Storage, parse_location
 from stylecore import FusionParams
+from stylecore.imageio import image_format_for
 
 REQUIRED_COLUMNS = ("content", "style")
 FLOAT_COLUMNS = ("alpha_global", "alpha_local", "alpha_content")

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.storage.imagefiles import encode_image
 from pipeline.batch.manifest import Job
 from pipeline.batch.naming import params_fingerprint
 from pipeline.storage.secrets import redact
 from pipeline.storage.store import Location, Storage, StorageError
 from stylecore import DEFAULT_MAX_PIXELS, ImageError, ImageTooSmallError, Stylizer, load_image
+from stylecore.imageio import encode_image
 
 STYLEBATCH_VERSION = version("stylebatch")
 
@@ -86,7 +86,7 @@ class RowProcessor:
             try:
                 result = self.stylizer(content, style, job.params)
             except ImageTooSmallError as error:
-                raise ImageError(f"{job.content if error.which == 'content' else job.style}: {error}") from None
+                raise error.naming(job.content, job.style) from None
             record["synthesis_seconds"] = time.perf_counter() - clock
             clock = time.perf_counter()
             self.storage.write_bytes(job.output, encode_image(result.to_pil(), job.output.name))

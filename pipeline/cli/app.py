@@ -113,11 +113,12 @@ def status(
                                     help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
 ) -> None:
     """Summarise a results table: rows by run and status, and every failure with its message."""
+    from pipeline.cli.console import out
     from pipeline.reports.status import print_status
     from pipeline.storage.store import parse_location
 
     try:
-        found = print_status(parse_location(results), run_id, s3_endpoint)
+        found = print_status(out, parse_location(results), run_id, s3_endpoint)
     except (ValueError, RuntimeError, OSError) as error:
         fail(_redacted(error))
     if not found:
@@ -135,12 +136,14 @@ def report(
                                     help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
 ) -> None:
     """One card per results row (inputs, result, parameters, losses, time, errors) in a self-contained page."""
+    from pipeline.cli.console import progress_bar
     from pipeline.reports.report import write_report
     from pipeline.storage.store import StorageError, parse_location
 
     try:
-        counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
-                              thumb_size=thumb)
+        with progress_bar(counts=True, transient=True) as bar:
+            counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
+                                  thumb_size=thumb, progress=bar)
     except (ValueError, RuntimeError, OSError, StorageError) as error:
         fail(_redacted(error))
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
@@ -174,18 +177,25 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Global only, local only and fusion side by side, and an a2 sweep, with distances on every tile."""
-    from pipeline.reports.compare import compare_files
+    from pipeline.cli.console import out, progress_bar
+    from pipeline.cli.stylize import check_output_path
+    from pipeline.reports.compare import compare_files, distance_table
     from pipeline.storage.store import StorageError
 
     try:
         sweep_values = _alphas(sweep, "--sweep")
         base = FusionParams().with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every,
                                              seed=seed)
-        compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
-                      tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint, force=force,
-                      colors=colors)
+        check_output_path(output, force)
+        with progress_bar("losses") as bar:
+            sheet = compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
+                                  tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint,
+                                  colors=colors, progress=bar)
     except (ValueError, RuntimeError, OSError, StorageError) as error:
         fail(_redacted(error))
+    out.print(distance_table(sheet.records), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote [bold]{output}[/] ({sheet.width}x{sheet.height}) with {sheet.syntheses} syntheses in "
+                  f"{sheet.seconds:.0f} s on {sheet.device}", highlight=False)
 
 
 def _alphas(text: str, option: str) -> list[float]:

@@ -17,7 +17,7 @@ from html import escape
 from string import Template
 from typing import Any
 
-from pipeline.reports.thumbnails import Thumbnail
+from pipeline.reports.thumbnails import Thumbnail, file_name
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
@@ -161,7 +161,7 @@ class ReportPage:
             nonce=self.nonce, style=_STYLE, source=escape(source), rows=total,
             run_note=f" (run {escape(run_id)})" if run_id else "",
             counts=escape(", ".join(f"{count} {status}" for status, count in counts.items()) or "no rows"),
-            generated=escape(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+            generated=escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
             filters=filters)
 
     def tail(self) -> str:
@@ -217,7 +217,8 @@ def _definitions(row: Mapping[str, Any], fields: tuple[tuple[str, str], ...], nu
     items = []
     for label, key in fields:
         value = row.get(key)
-        shown = "–" if value is None else number_format.format(value) if isinstance(value, float) else str(value)
+        shown = ("\N{EN DASH}" if value is None
+                 else number_format.format(value) if isinstance(value, float) else str(value))
         items.append(f"<dt>{escape(label)}</dt><dd>{escape(shown)}</dd>")
     return "".join(items)
 
@@ -225,10 +226,3 @@ def _definitions(row: Mapping[str, Any], fields: tuple[tuple[str, str], ...], nu
 def _number_attribute(value: float | None) -> str:
     """A number for sorting in the page's script; empty (sorted last) when missing or not finite."""
     return repr(float(value)) if value is not None and math.isfinite(value) else ""
-
-
-def file_name(location: str | None) -> str:
-    """The last path component of a path or URI (the whole text if it has none)."""
-    if not location:
-        return ""
-    return location.rstrip("/").rpartition("/")[2] or location

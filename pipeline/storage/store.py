@@ -23,8 +23,8 @@ from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                  NoCredentialsError, ParamValidationError, ReadTimeoutError)
 
-from pipeline.storage.imagefiles import write_atomically
 from pipeline.storage.secrets import redact, register_credentials
+from stylecore.files import is_temporary_name, write_atomically
 
 
 class StorageError(Exception):
@@ -37,7 +37,6 @@ class NotFound(StorageError):
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
-_TEMPORARY_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # pipeline.storage.imagefiles.write_atomically's names
 
 
 @dataclass(frozen=True)
@@ -332,5 +331,5 @@ def _walk_sorted(folder: Location, suffix: str) -> Iterator[Location]:
     for entry in sorted(entries, key=sort_key):
         if entry.is_dir(follow_symlinks=False):
             yield from _walk_sorted(Location("file", "", entry.path), suffix)
-        elif entry.name.endswith(suffix) and not _TEMPORARY_FILE.match(entry.name):
+        elif entry.name.endswith(suffix) and not is_temporary_name(entry.name):
             yield Location("file", "", entry.path)
