@@ -6,11 +6,7 @@ Only the command line writes to the terminal. Reports that take a while accept a
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,12 +19,6 @@ from rich.progress import (
 
 console = Console(stderr=True)
 out = Console()
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `message` as an error and exit with `code`."""
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
 
 
 def progress_bar(*fields: str, counts: bool = False, transient: bool = False) -> Progress:
