@@ -129,7 +129,6 @@ class Stylizer:
         if retain_memory and self.device.type == "cpu":
             retain_freed_memory()
         loaded = load_weights(weights) if isinstance(weights, str) else weights
-        self.weights_source = loaded.source
         self.extractor = VGGFeatures(loaded).to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
