@@ -2,8 +2,10 @@
 
 Pure algorithm: images and tensors in, tensors out. No Ray, S3 or Parquet here.
 
-The public names below are imported on first use, so that `stylecore.params` (and a
-command line that only needs the defaults) does not pay for importing torch.
+The public names below are imported on first use, so that the torch-free modules
+(`stylecore.params`, `stylecore.imageio`, `stylecore.files`) and the names they hold
+(`FusionParams`, `load_image`, ...) do not pay for importing torch: a command line that only
+needs the defaults, a batch driver or a report can use them without it.
 """
 
 from __future__ import annotations
