@@ -58,9 +58,9 @@ def stylize(
     with reported_errors(context):
         from pipeline.cli.stylize import stylize_file
 
-        params = FusionParams().with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
-                                               alpha_content=alpha_content, tv_weight=tv_weight, levels=levels,
-                                               size=size, iterations=iters, match_every=match_every, seed=seed)
+        params = DEFAULTS.with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
+                                         alpha_content=alpha_content, tv_weight=tv_weight, levels=levels, size=size,
+                                         iterations=iters, match_every=match_every, seed=seed)
         stylize_file(content, style, output, params, device=device, weights=weights, force=force)
 
 
@@ -186,8 +186,7 @@ def compare(
         from pipeline.reports.compare import compare_files, distance_table
 
         sweep_values = _alphas(sweep, "--sweep")
-        base = FusionParams().with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every,
-                                             seed=seed)
+        base = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
         check_output_path(output, force)
         with progress_bar("losses") as bar:
             sheet = compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
