@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from pipeline.batch.columns import MANIFEST_PARAMETERS, ParameterColumn
 from pipeline.batch.naming import derived_output_name
-from pipeline.storage.imagefiles import image_format_for
 from pipeline.storage.store import Location, Storage, parse_location
-from stylecore.params import FusionParams
+from stylecore import FusionParams
+from stylecore.imageio import image_format_for
 
 REQUIRED_COLUMNS = ("content", "style")
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "output", *(column.name for column in MANIFEST_PARAMETERS))

@@ -31,9 +31,9 @@ from PIL import Image
 
 from pipeline.batch.manifest import Job
 from pipeline.batch.records import job_record, output_metadata, utc_now
-from pipeline.storage.imagefiles import encode_image
 from pipeline.storage.secrets import redact
 from pipeline.storage.store import AlreadyExists, Location, Storage, StorageError
+from stylecore.imageio import encode_image
 
 CONCURRENT_ROWS = 3  # rows in one worker at once: one reading, one synthesizing, one writing
 CUDA_ALLOC_CONF = "expandable_segments:True"  # PYTORCH_CUDA_ALLOC_CONF of GPU workers: less fragmentation
@@ -125,7 +125,7 @@ class RowProcessor:
 
     def _stylize(self, job: Job, record: dict[str, Any]) -> None:
         """The three stages of a row, filling `record`; raises on the row's own errors."""
-        from stylecore import ImageError, ImageTooSmallError
+        from stylecore import ImageTooSmallError
 
         with self._read_ahead:
             record["started_at"] = started = utc_now()
@@ -144,7 +144,7 @@ class RowProcessor:
             try:
                 result = self.stylizer(content, style, job.params)
             except ImageTooSmallError as error:
-                raise ImageError(f"{job.content if error.which == 'content' else job.style}: {error}") from None
+                raise error.naming(job.content, job.style) from None
             synthesized = utc_now()
         finally:
             self._synthesis.release()

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import stat
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import BinaryIO
@@ -23,10 +22,10 @@ from typing import BinaryIO
 from pipeline.storage.errors import AlreadyExists, OutsidePrefix
 from pipeline.storage.objects import ObjectInfo
 from pipeline.storage.secrets import redact
+from stylecore.files import temporary_name
 
 METADATA_ATTRIBUTE = "user.stylebatch.metadata"
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA)
-_NAME_BYTES_KEPT_IN_TEMPORARY_NAMES = 200  # + the 18 added characters stays within NAME_MAX (255)
 
 
 def write_file(path: str, fill: Callable[[BinaryIO], object], *, overwrite: bool = True,
@@ -45,7 +44,7 @@ def write_file(path: str, fill: Callable[[BinaryIO], object], *, overwrite: bool
     try:
         if root is not None:  # again on the opened folder, which every later step is relative to
             check_inside(os.path.join(real_folder(folder_fd, folder), name), root, path)
-        temporary = f".{_shortened(name)}.{uuid.uuid4().hex[:12]}.tmp"
+        temporary = temporary_name(name)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
         try:
             with os.fdopen(descriptor, "wb") as handle:
@@ -75,12 +74,6 @@ def _link_without_replacing(temporary: str, name: str, folder_fd: int, path: str
                                        "replace an existing file needs") from None
         raise
 
-
-def _shortened(name: str) -> str:
-    encoded = os.fsencode(name)
-    if len(encoded) <= _NAME_BYTES_KEPT_IN_TEMPORARY_NAMES:
-        return name
-    return os.fsdecode(encoded[:_NAME_BYTES_KEPT_IN_TEMPORARY_NAMES])
 
 
 def real_folder(folder_fd: int, folder: str) -> str:

@@ -45,6 +45,7 @@ from pipeline.storage.objects import ObjectInfo, check_metadata
 from pipeline.storage.retry import RetryWindow
 from pipeline.storage.s3io import PART_BYTES, S3Reader, upload_in_parts
 from pipeline.storage.secrets import redact, register_credentials
+from stylecore.files import is_temporary_name
 
 __all__ = ["AlreadyExists", "Lease", "LeaseHeld", "Location", "NotFound", "ObjectInfo", "OutsidePrefix", "Storage",
            "StorageError", "Unavailable", "check_storable_name", "parse_location"]
@@ -53,7 +54,6 @@ T = TypeVar("T")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
-_TEMPORARY_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # pipeline.storage.imagefiles.write_atomically's names
 
 
 @dataclass(frozen=True)
@@ -597,7 +597,7 @@ class Storage:
         for entry in sorted(self.call(folder, scan), key=sort_key):
             if entry.is_dir(follow_symlinks=False):
                 yield from self._walk_sorted(Location("file", "", entry.path), suffix)
-            elif entry.name.endswith(suffix) and not _TEMPORARY_FILE.match(entry.name) \
+            elif entry.name.endswith(suffix) and not is_temporary_name(entry.name) \
                     and not entry.name.startswith(_HIDDEN_PREFIX):
                 yield Location("file", "", entry.path)
 
