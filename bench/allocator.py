@@ -24,9 +24,20 @@ import sys
 
 import torch
 
-from bench.common import (CONTENT, DEFAULT, EXACT, STYLE, current_memory_bytes, demo_rgb, gib, machine,
-                          network_input, print_table, vgg_floor)
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    EXACT,
+    STYLE,
+    current_memory_bytes,
+    demo_rgb,
+    gib,
+    network_input,
+    print_table,
+    vgg_floor,
+)
 from bench.loss_breakdown import one_evaluation
+from bench.machine import load_average, print_machine
 from stylecore import Stylizer
 from stylecore.objective import FusionObjective
 
@@ -86,7 +97,7 @@ def main() -> None:
                           args.device)
         print(json.dumps(figures))
         return
-    print(f"machine: {machine()}")
+    print_machine()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
     for _ in range(args.rounds):
         for name, retain in CONFIGURATIONS.items():
@@ -108,7 +119,7 @@ def main() -> None:
     print_table(["allocator", *(f"{stage} s" for stage in TIMED),
                  f"faults, last evaluation at {' / '.join(map(str, sides))} px",
                  f"resident after {' / '.join(map(str, sides))} px"], rows)
-    print(f"load average at the end: {machine().rsplit('load average ', 1)[1]}")
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
-"""Shared helpers of the benchmarks: demo images, timing, peak memory, the machine they ran on."""
+"""Shared helpers of the benchmarks: demo images, timing, peak memory (the machine header: bench.machine)."""
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench.machine import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 from stylecore import FusionParams, Stylizer, image_to_tensor, load_image
 from stylecore.images import fit_long_side, resize
 
@@ -64,42 +63,21 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        reset_peak_rss()
 
 
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak since `reset_peak_memory`: the process's resident set on the CPU, tensors on CUDA."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return _status_kib("VmHWM") * 1024
+    return peak_rss_bytes()
 
 
 def current_memory_bytes(device: torch.device) -> int:
     """Memory in use now, measured the same way as `peak_memory_bytes`."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    return _status_kib("VmRSS") * 1024
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def machine() -> str:
-    """One line naming the CPU (or GPU), threads, torch version and the load when called."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
-            f"{gpu}; load average {load_average()}")
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return current_rss_bytes()
 
 
 def gib(size: int) -> str:

@@ -23,10 +23,17 @@ from collections.abc import Callable
 
 import torch
 
-from bench.common import CONTENT, DEFAULT, STYLE, demo_rgb, machine, network_input, print_table, timed
+from bench.common import CONTENT, DEFAULT, STYLE, demo_rgb, network_input, print_table, timed
+from bench.machine import load_average, print_machine
 from stylecore import FusionParams, Stylizer
-from stylecore.matching import (ProjectedBank, approximate_nearest_patches, certified_nearest_patches,
-                                nearest_patches, normalize_patches, project_bank)
+from stylecore.matching import (
+    ProjectedBank,
+    approximate_nearest_patches,
+    certified_nearest_patches,
+    nearest_patches,
+    normalize_patches,
+    project_bank,
+)
 from stylecore.objective import FusionObjective
 from stylecore.patches import PatchBank, extract_patches, patch_grid
 from stylecore.propagation import propagated_nearest_patches
@@ -68,11 +75,12 @@ def reduced_search(stylizer: Stylizer, queries: torch.Tensor, normalized_bank: t
     for kind, dim in [("principal", 32), ("principal", 64), ("principal", 128), ("principal", 256),
                       ("random", 128), ("random", 512)]:
         build = project_bank if kind == "principal" else random_bank
-        basis_seconds = median_seconds(lambda: build(normalized_bank, dim), device, 1)
+        basis_seconds = median_seconds(lambda build=build, dim=dim: build(normalized_bank, dim), device, 1)
         bank = build(normalized_bank, dim)
         for candidates in (4, 8, 16):
             seconds = median_seconds(
-                lambda: approximate_nearest_patches(queries, normalized_bank, bank, candidates), device, repeats)
+                lambda bank=bank, candidates=candidates: approximate_nearest_patches(
+                    queries, normalized_bank, bank, candidates), device, repeats)
             found = certified_nearest_patches(queries, normalized_bank, bank, candidates)
             loss = best - (unit_queries * normalized_bank[found.index]).sum(dim=1)
             rows.append([f"{kind} d={dim} (basis {basis_seconds:.2f} s)", str(candidates), f"{dim}",
@@ -95,7 +103,7 @@ def precision(stylizer: Stylizer, queries: torch.Tensor, normalized_bank: torch.
     rows = []
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         left, right = block.to(dtype), normalized_bank.to(dtype)
-        seconds = median_seconds(lambda: (left @ right.t()).max(dim=1), device, 1)
+        seconds = median_seconds(lambda left=left, right=right: (left @ right.t()).max(dim=1), device, 1)
         agree = (left @ right.t()).float().argmax(dim=1) == reference
         rows.append([str(dtype).removeprefix("torch."), f"{seconds:.3f}", f"{seconds * scale:.1f}",
                      f"{agree.float().mean().item():.0%}"])
@@ -138,11 +146,11 @@ def memory_format(stylizer: Stylizer, content: torch.Tensor, style: torch.Tensor
         for name, extractor in extractors.items():
             pixels = content.detach().clone().requires_grad_(True)
 
-            def floor() -> None:
+            def floor(extractor: torch.nn.Module = extractor, pixels: torch.Tensor = pixels, name: str = name) -> None:
                 features = extractor(pixels, objectives[name].layers)
                 torch.stack([feature.sum() for feature in features.values()]).sum().backward()
 
-            def evaluation() -> None:
+            def evaluation(pixels: torch.Tensor = pixels, name: str = name) -> None:
                 torch.stack(list(objectives[name].terms(pixels).values())).sum().backward()
 
             floors[name].append(timed(floor, stylizer.device))
@@ -226,7 +234,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}; {args.size}/{args.size}")
+    print_machine()
+    print(f"{args.size}/{args.size}")
     content = network_input(stylizer, CONTENT, args.size)
     style = network_input(stylizer, STYLE, args.size)
     with torch.no_grad():
@@ -244,7 +253,7 @@ def main() -> None:
     }
     for section in args.sections:
         sections[section]()
-    print(f"\nload average at the end: {machine().rsplit('load average ', 1)[1]}")
+    print(f"\nload average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,11 @@ from bench.common import (
     STYLE,
     demo_rgb,
     gib,
-    load_average,
-    machine,
     peak_memory_bytes,
     print_table,
     reset_peak_memory,
 )
+from bench.machine import load_average, print_machine
 from stylecore import FusionParams, LossTerms, Stylizer, SynthesisResult
 from stylecore.metrics import exact_objective
 
@@ -87,7 +86,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}")
+    print_machine()
     content, style = demo_rgb(args.content, args.size), demo_rgb(args.style, args.size)
     results: dict[str, SynthesisResult] = {}
     objectives: dict[str, LossTerms] = {}

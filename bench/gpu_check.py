@@ -43,12 +43,11 @@ from bench.common import (
     STYLE,
     demo_rgb,
     gib,
-    load_average,
-    machine,
     print_table,
     synchronize,
     vgg_floor,
 )
+from bench.machine import load_average, print_machine
 from stylecore import FusionParams, Stylizer, SynthesisProgress
 from stylecore.matching import SearchSettings
 from stylecore.metrics import exact_objective
@@ -245,7 +244,7 @@ def main() -> None:
     sizes = TINY if args.tiny else Sizes()
     stylizer = Stylizer("caffe", args.device)
     settings = SearchSettings.for_device(stylizer.device)
-    print(f"machine: {machine()}")
+    print_machine()
     print(f"device {stylizer.device}; torch {torch.__version__}, CUDA {torch.version.cuda}; search settings "
           f"{settings}; TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN TF32 "
           f"{torch.backends.cudnn.allow_tf32}\n", flush=True)

@@ -27,7 +27,6 @@ from bench.common import (
     EXACT,
     STYLE,
     gib,
-    machine,
     network_input,
     peak_memory_bytes,
     print_table,
@@ -36,6 +35,7 @@ from bench.common import (
     timed,
     vgg_floor,
 )
+from bench.machine import load_average, print_machine
 from stylecore import Stylizer
 from stylecore.lbfgs import minimize
 from stylecore.losses import mrf_loss
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}")
+    print_machine()
     print(f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
           f"search_candidates={DEFAULT.matching.search_candidates}, search_step={DEFAULT.matching.search_step}; "
           f"seconds are medians of {args.repeats} interleaved rounds")
@@ -177,7 +177,7 @@ def main() -> None:
     steps = [optimizer_steps(network_input(stylizer, CONTENT, size), DEFAULT.lbfgs_history, 40) for size in args.sizes]
     print("one L-BFGS step alone (40 steps of a separable quadratic, history filling up):")
     print_table(["image", "history", "stylecore.lbfgs ms per step", "torch.optim.LBFGS ms per step"], steps)
-    print(f"load average at the end: {machine().rsplit('load average ', 1)[1]}")
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,19 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.common import (CONTENT, DEFAULT, STYLE, demo_rgb, gib, load_average, machine, network_input,
-                          peak_memory_bytes, print_table, reset_peak_memory, vgg_floor)
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    STYLE,
+    demo_rgb,
+    gib,
+    network_input,
+    peak_memory_bytes,
+    print_table,
+    reset_peak_memory,
+    vgg_floor,
+)
+from bench.machine import load_average, print_machine
 from stylecore import FusionParams, Stylizer, SynthesisProgress
 
 CONFIGURATIONS: dict[str, dict[str, int]] = {
@@ -47,7 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}")
+    print_machine()
     print(f"{args.size}/{args.size}, {DEFAULT.levels} levels x {args.iterations} evaluations; "
           f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
           f"search_candidates={DEFAULT.matching.search_candidates}")

@@ -19,8 +19,19 @@ from collections.abc import Callable
 
 import torch
 
-from bench.common import (CONTENT, DEFAULT, STYLE, current_memory_bytes, demo_rgb, gib, machine, network_input,
-                          peak_memory_bytes, print_table, reset_peak_memory)
+from bench.common import (
+    CONTENT,
+    DEFAULT,
+    STYLE,
+    current_memory_bytes,
+    demo_rgb,
+    gib,
+    network_input,
+    peak_memory_bytes,
+    print_table,
+    reset_peak_memory,
+)
+from bench.machine import print_machine
 from stylecore import FusionParams, Stylizer
 from stylecore.matching import (SearchSettings, approximate_nearest_patches, nearest_patches, normalize_patches,
                                 project_bank)
@@ -70,11 +81,10 @@ def search_memory(stylizer: Stylizer, style_sizes: list[int], budgets: list[int]
         bank = normalize_patches(extract_patches(style, 3).contiguous())
         projected = project_bank(bank, DEFAULT.matching.search_dim)
         for budget in budgets:
-            exact = added_peak(lambda: nearest_patches(queries, bank, budget), device)
+            exact = added_peak(lambda bank=bank, budget=budget: nearest_patches(queries, bank, budget), device)
             reduced = added_peak(
-                lambda: approximate_nearest_patches(queries, bank, projected, DEFAULT.matching.search_candidates,
-                                                    budget),
-                device)
+                lambda bank=bank, projected=projected, budget=budget: approximate_nearest_patches(
+                    queries, bank, projected, DEFAULT.matching.search_candidates, budget), device)
             rows.append([f"{style_size}", f"{len(bank)}", gib(bank.numel() * bank.element_size()),
                          f"{budget / 2**20:.0f} MiB", f"{exact / 2**20:.0f} MiB", f"{reduced / 2**20:.0f} MiB"])
         del bank, projected
@@ -92,7 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
-    print(f"machine: {machine()}")
+    print_machine()
     default_budget = SearchSettings.for_device(stylizer.device, DEFAULT.matching.search_budget_bytes).budget_bytes
     search_memory(stylizer, args.style_sizes, [default_budget, 64 * 2**20])
     if not args.skip_synthesis:

@@ -28,11 +28,13 @@ from pathlib import Path
 import pyarrow.compute as pc
 import torch
 
-from bench.common import CONTENT, IMAGES, STYLE, load_average, machine, print_table
+from bench.common import CONTENT, IMAGES, STYLE, print_table
+from bench.machine import load_average, print_machine
 from pipeline.batch.results import read_results
 from pipeline.batch.runner import RunConfig, run
 from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams, Stylizer, load_image
+
 
 def write_manifest(folder: Path, rows: int, mixed: bool) -> Path:
     """`rows` rows of the benchmarks' pair, or with `mixed` cycling over every shipped image."""
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true", help="rows cycling over every shipped image (unequal cost)")
     args = parser.parse_args()
     params = FusionParams(size=args.size, levels=args.levels, iterations=args.iters)
-    print(f"machine: {machine()}")
+    print_machine()
     print(f"rows {args.rows}, size {args.size}, levels {args.levels}, iters {args.iters}, "
           f"match_every {params.matching.match_every}, {args.threads} thread(s) per worker, "
           f"{'every shipped image cycled' if args.mixed else f'{CONTENT} x {STYLE} in every row'}")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from stylecore.allocator import release_retained_memory, retain_freed_memory
+from stylecore.imageio import ImageError
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.lbfgs import Minimum, minimize
 from stylecore.objective import FusionObjective, stack_terms
@@ -39,6 +40,11 @@ class ImageTooSmallError(ValueError):
         """`which`: "content" or "style", the image at fault."""
         super().__init__(message)
         self.which = which
+
+    def naming(self, content: object, style: object) -> ImageError:
+        """This error as an ImageError that starts with the file at fault: `content` or `style`
+        (paths, locations, names), whichever `which` says."""
+        return ImageError(f"{content if self.which == 'content' else style}: {self}")
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,6 @@ class Stylizer:
         if retain_memory and self.device.type == "cpu":
             retain_freed_memory()
         loaded = load_weights(weights) if isinstance(weights, str) else weights
-        self.weights_source = loaded.source
         self.extractor = VGGFeatures(loaded).to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +21,8 @@ import h5py
 import numpy as np
 import platformdirs
 import torch
+
+from stylecore.files import write_atomically
 
 Preprocessing = Literal["caffe", "imagenet"]
 
@@ -156,16 +158,13 @@ def _read_verified(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _write_verified(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """Write the cache atomically with its checksum; an unwritable cache is skipped, not fatal."""
+    """Write the cache atomically with the checksum of exactly what was written (another process
+    may be writing the same cache); an unwritable cache is skipped, not fatal."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            torch.save(state, handle)
-        temporary = Path(handle.name)
-        digest = _file_digest(temporary, "sha256")
-        os.replace(temporary, path)
-        checksum_tmp = path.with_suffix(f".sha256.{os.getpid()}.tmp")
-        checksum_tmp.write_text(digest + "\n")
-        os.replace(checksum_tmp, path.with_suffix(".sha256"))
+        write_atomically(path, data)
+        write_atomically(path.with_suffix(".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
     except OSError:
         return

@@ -18,9 +18,11 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,10 @@ class S3Server:
 class WeedMini:
     """One `weed mini` process with S3 on 127.0.0.1, free ports, generated credentials, a temp data dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, credentials: tuple[str, str] | None = None) -> None:
         self.workdir = workdir
-        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS))))
-        access_key, secret_key = "SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30)
+        self.ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS)), strict=True))
+        access_key, secret_key = credentials or ("SBTEST" + secrets.token_hex(7).upper(), secrets.token_urlsafe(30))
         self.server = S3Server(f"http://127.0.0.1:{self.ports['s3']}", access_key, secret_key, "us-east-1")
         identities = {"identities": [{"name": "stylebatch-tests",
                                       "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
@@ -81,6 +83,7 @@ class WeedMini:
         (self.workdir / "s3.json").write_text(json.dumps(identities))
         self.log_path = self.workdir / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._killed = threading.Event()
 
     def command(self) -> list[str]:
         """`weed mini` bound to 127.0.0.1, without telemetry, WebDAV, admin UI, Iceberg, Lance or
@@ -96,12 +99,13 @@ class WeedMini:
                 f"-s3.localSocket={work / 's3.sock'}", "-volume.preStopSeconds=0"]
 
     def start(self) -> None:
-        """Start the process and wait until S3 answers an authenticated request; RuntimeError if it does not."""
-        (self.workdir / "data").mkdir()
+        """Start the process (again, after kill(): same ports, same data) and wait until S3 answers an
+        authenticated request; RuntimeError if it does not."""
+        (self.workdir / "data").mkdir(exist_ok=True)
         environment = {name: value for name, value in os.environ.items()
                        if not name.startswith("AWS_") and name != "S3_BUCKET"}
         environment["TMPDIR"] = str(self.workdir)
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=environment,
                                             start_new_session=True, preexec_fn=_die_with_parent)
@@ -120,6 +124,33 @@ class WeedMini:
                 time.sleep(0.05)
         raise RuntimeError(f"weed mini not ready after {_STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """Crash the server: SIGKILL its process group, keeping its data, sockets and ports for start()."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._killed.set()
+
+    def outage(self, seconds: float) -> Outage:
+        """Kill the server now and start it again `seconds` later, from a thread that then stays alive
+        until the next kill() or stop() (the server gets SIGTERM when the thread that started it ends)."""
+        self.kill()
+        self._killed = threading.Event()
+        outage = Outage(threading.Event())
+
+        def restart() -> None:
+            time.sleep(seconds)
+            try:
+                self.start()
+            except BaseException as error:
+                outage.failure = error
+                raise
+            finally:
+                outage.over.set()
+            self._killed.wait()
+        threading.Thread(target=restart, name="s3 outage", daemon=True).start()
+        return outage
+
     def stop(self) -> None:
         """Stop the whole process group (SIGTERM, then SIGKILL), remove its sockets and its data."""
         if self.process is not None and self.process.poll() is None:
@@ -129,12 +160,26 @@ class WeedMini:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._killed.set()
         for component, port in self.ports.items():
             Path(f"/tmp/seaweedfs-{component}-grpc-{port + _GRPC_OFFSET}.sock").unlink(missing_ok=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Outage:
+    """A server outage in progress: wait() returns once the server answers again."""
+
+    over: threading.Event
+    failure: BaseException | None = None
+
+    def wait(self, timeout: float = 2 * _STARTUP_TIMEOUT_S) -> None:
+        """Block until the restart is done; RuntimeError if it failed or took longer than `timeout`."""
+        if not self.over.wait(timeout) or self.failure is not None:
+            raise RuntimeError(f"the S3 server did not come back: {self.failure}")
 
 
 def _weed_binary() -> Path:
@@ -178,11 +223,18 @@ def _die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start_weed_mini(tmp_path_factory: pytest.TempPathFactory) -> WeedMini:
+def _server_folder(name: str) -> Path:
+    """A fresh folder for a server's data, outside pytest's numbered temporary folders: another pytest
+    session on the machine deletes all but the newest three of those, which would kill a long-running
+    session's server. WeedMini.stop() removes it."""
+    return Path(tempfile.mkdtemp(prefix=f"stylebatch-{name}-"))
+
+
+def _start_weed_mini() -> WeedMini:
     """A started server; retried with new ports in case another process took one in between."""
     failures = []
     for _ in range(_START_ATTEMPTS):
-        weed = WeedMini(tmp_path_factory.mktemp("s3-server"))
+        weed = WeedMini(_server_folder("s3-server"))
         try:
             weed.start()
             return weed
@@ -193,9 +245,9 @@ def _start_weed_mini(tmp_path_factory: pytest.TempPathFactory) -> WeedMini:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server() -> Iterator[S3Server]:
     """A real S3 server for the session, with AWS_* set to reach it (and no other AWS settings)."""
-    weed = _start_weed_mini(tmp_path_factory)
+    weed = _start_weed_mini()
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name in [name for name in os.environ if name.startswith("AWS_")]:
@@ -208,6 +260,53 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             yield weed.server
     finally:
         weed.stop()
+
+
+@pytest.fixture(scope="session")
+def _crashable_weed_mini(s3_server: S3Server) -> Iterator[WeedMini]:
+    weed = WeedMini(_server_folder("crashable-s3-server"), (s3_server.access_key, s3_server.secret_key))
+    weed.start()
+    try:
+        yield weed
+    finally:
+        weed.stop()
+
+
+@pytest.fixture
+def crashable_s3(_crashable_weed_mini: WeedMini) -> WeedMini:
+    """A second S3 server, running, that a test may kill and restart (kill(), start(), outage()); it
+    accepts the session server's credentials, so Storage(weed.server.endpoint_url) reaches it."""
+    if _crashable_weed_mini.process is None or _crashable_weed_mini.process.poll() is not None:
+        _crashable_weed_mini.start()
+    return _crashable_weed_mini
+
+
+@pytest.fixture
+def mount_filesystem(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """A factory that mounts a small in-memory filesystem under tmp_path and returns its folder:
+    `mount("tmpfs", size="64k")` (fills up), `mount("tmpfs", read_only=True)`, `mount("ramfs")` (no
+    extended attributes). Unmounted after the test; the test is skipped where this process may not mount
+    (mounting needs root or CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(kind: str = "tmpfs", *, size: str = "1m", read_only: bool = False) -> Path:
+        target = tmp_path / f"{kind}-{len(mounted)}"
+        target.mkdir()
+        options = [f"size={size}"] if kind == "tmpfs" else []
+        options += ["ro"] if read_only else []
+        command = ["mount", "-t", kind, *(["-o", ",".join(options)] if options else []), kind, str(target)]
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command here")
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a {kind} here ({run.stderr.strip()}); mounting needs root or CAP_SYS_ADMIN")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
 @pytest.fixture

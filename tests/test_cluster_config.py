@@ -1,11 +1,14 @@
-"""cluster.yaml passes the checks `ray up` runs, launches valid EC2 requests, and sets up what we rely on;
-manifests/s3-example.csv is a well-formed S3 manifest."""
+"""cluster.yaml passes the checks `ray up` runs, launches valid EC2 requests, and sets up what we rely on
+(the pinned versions, the node check); its commented H100 node type would too; constraints.txt pins what
+the driver runs; manifests/s3-example.csv is a well-formed S3 manifest."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import re
 import shlex
+from importlib.metadata import requires, version
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +18,20 @@ import pytest
 import yaml
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
+from packaging.requirements import Requirement
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from pipeline.batch.cluster_state import node_types_from_autoscaling_config
+from pipeline.batch.planning import ClusterState, LiveNode, PlanOptions, Scaling, plan_workers
 from pipeline.storage.store import parse_location
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # vCPUs and GPUs of the instance types cluster.yaml may use, from AWS's published specifications.
 INSTANCE_HARDWARE = {"g6.xlarge": (4, 1), "g6.2xlarge": (8, 1), "g6.12xlarge": (48, 4), "g6e.xlarge": (4, 1),
-                     "g5.xlarge": (4, 1), "m7i.large": (2, 0), "m7i.xlarge": (4, 0), "m7i.2xlarge": (8, 0)}
+                     "g5.xlarge": (4, 1), "m7i.large": (2, 0), "m7i.xlarge": (4, 0), "m7i.2xlarge": (8, 0),
+                     "p5.4xlarge": (16, 1), "p5.48xlarge": (192, 8), "p5e.48xlarge": (192, 8),
+                     "p5en.48xlarge": (192, 8)}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +99,8 @@ def test_all_nodes_boot_the_same_image(config: dict[str, Any]) -> None:
     assert images.pop().startswith(("ami-", "resolve:ssm:/aws/service/deeplearning/"))
 
 
-def test_setup_installs_the_synced_stylebatch_and_warms_its_weights(config: dict[str, Any]) -> None:
+def test_setup_installs_the_synced_stylebatch_pinned_checks_the_driver_then_warms_its_weights(
+        config: dict[str, Any]) -> None:
     prepared = prepare_config(copy.deepcopy(config))
     remote_checkouts = [remote for remote, local in config["file_mounts"].items() if local == "."]
     assert len(remote_checkouts) == 1
@@ -100,9 +109,62 @@ def test_setup_installs_the_synced_stylebatch_and_warms_its_weights(config: dict
         words = [shlex.split(part) for command in commands for part in command.split("&&")]
         install = next(index for index, argv in enumerate(words) if argv[:2] == ["pip", "install"]
                        and argv[-1] == checkout)
-        warm = next(index for index, argv in enumerate(words)
-                    if argv == ["python", "-c", "from stylecore import load_weights; load_weights()"])
-        assert install < warm
+        assert words[install][-3:-1] == ["-c", f"{checkout}/constraints.txt"], "installs unpinned versions"
+        check = words.index(["python", "-m", "pipeline.batch.nodecheck"])
+        warm = words.index(["python", "-c", "from stylecore import load_weights; load_weights()"])
+        assert install < check < warm
+
+
+def test_constraints_pin_the_versions_the_driver_runs() -> None:
+    """Every runtime dependency of stylebatch (ray and torch among them) at the version installed here."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, pinned = line.split("==")
+            pins[_normalized(name)] = pinned
+    dependencies = {_normalized(Requirement(text).name) for text in requires("stylebatch") or []
+                    if "extra ==" not in text}
+    assert {"ray", "torch", "torchvision"} <= dependencies
+    for name in dependencies:
+        assert pins.get(name) == version(name), f"constraints.txt pins {name} {pins.get(name)}, here {version(name)}"
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _commented_node_type(text: str, name: str) -> dict[str, Any]:
+    """The node type `name` that cluster.yaml carries commented out, uncommented."""
+    lines = text.splitlines()
+    start = lines.index(f"  # {name}:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append(line[:2] + line[4:])
+    return yaml.safe_load("\n".join(block))[name]
+
+
+def test_the_commented_h100_node_type_is_valid_once_uncommented(config: dict[str, Any],
+                                                               run_instances_shape: Any) -> None:
+    text = (ROOT / "cluster.yaml").read_text()
+    h100 = _commented_node_type(text, "h100_worker")
+    cpus, gpus = INSTANCE_HARDWARE[h100["node_config"]["InstanceType"]]
+    assert h100["resources"] == {"CPU": cpus, "GPU": gpus}
+    validate_parameters({**h100["node_config"], "MinCount": 1, "MaxCount": 1}, run_instances_shape)
+    with_h100 = copy.deepcopy(config)
+    with_h100["available_node_types"]["h100_worker"] = h100
+    with_h100["available_node_types"]["gpu_worker"]["max_workers"] = config["max_workers"] - h100["max_workers"]
+    validate_config(prepare_config(with_h100))
+
+    advice = text[text.index("# H100 / H200 nodes"):text.index("# h100_worker:")]
+    share = float(re.search(r"--gpus-per-worker (\S+)`", advice).group(1))
+    node_types, max_workers = node_types_from_autoscaling_config(with_h100)
+    h100_only = ClusterState((LiveNode("head", 0, 0, is_head=True),), Scaling.AUTOSCALER,
+                             tuple(kind for kind in node_types if kind.name == "h100_worker"), max_workers)
+    plan = plan_workers(h100_only, PlanOptions(gpus_per_worker=share))
+    assert plan.count == h100["max_workers"] * round(gpus / share), "the suggested share does not fill the GPUs"
+    assert plan.num_cpus == 1.0 and plan.threads >= 1
 
 
 def test_s3_example_manifest_has_the_documented_columns_and_s3_inputs() -> None:

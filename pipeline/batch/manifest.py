@@ -1,42 +1,47 @@
-"""Manifests: reading CSV/Parquet rows as a stream and validating each into a job or an error.
+"""Manifests: CSV/Parquet rows read as a bounded stream and validated one by one into jobs or errors.
 
 Row numbers are 1-based and count data rows only: row 1 is the first row after a CSV's
-header (line 2 of the file) or the first row of a Parquet file.
+header (blank lines are not rows) or the first row of a Parquet file. Reading never holds
+more than one Parquet batch or one CSV line, so a manifest of any length streams in
+constant memory; duplicate outputs are found separately (`pipeline.batch.outputs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, BinaryIO, NamedTuple, cast
 
 import pyarrow.parquet as pq
 
-from pipeline.storage.imagefiles import image_format_for
+from pipeline.batch.columns import MANIFEST_PARAMETERS, ParameterColumn
 from pipeline.batch.naming import derived_output_name
 from pipeline.storage.store import Location, Storage, parse_location
 from stylecore import FusionParams
+from stylecore.imageio import image_format_for
 
 REQUIRED_COLUMNS = ("content", "style")
-FLOAT_COLUMNS = ("alpha_global", "alpha_local", "alpha_content")
-INT_COLUMNS = ("size", "levels", "iters", "seed")
-KNOWN_COLUMNS = (*REQUIRED_COLUMNS, *FLOAT_COLUMNS, "output", *INT_COLUMNS)
-# Manifest column -> FusionParams field.
-PARAM_FIELDS = {"alpha_global": "alpha_global", "alpha_local": "alpha_local",
-                "alpha_content": "alpha_content", "size": "size", "levels": "levels",
-                "iters": "iterations", "seed": "seed"}
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "output", *(column.name for column in MANIFEST_PARAMETERS))
+PARQUET_BATCH_ROWS = 4096
 
 
 class ManifestError(ValueError):
-    """The manifest as a whole cannot be used (unreadable, missing a required column)."""
+    """The manifest as a whole cannot be used (unreadable, missing or repeated columns)."""
 
 
-@dataclass(frozen=True)
-class Job:
-    """One valid manifest row, resolved: what to read, what to write, with which parameters."""
+class Job(NamedTuple):
+    """One valid manifest row, resolved: what to read, what to write, with which parameters.
+
+    A NamedTuple rather than a frozen dataclass: the driver makes two per manifest row, and
+    this is several times cheaper to build.
+    """
 
     row: int
     content: Location
@@ -58,117 +63,213 @@ class RowError:
         return f"row {self.row}, column {self.column}: {self.reason}"
 
 
-def read_rows(storage: Storage, manifest: Location) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    """Column names and a stream of {column: value or None} rows of a .csv or .parquet manifest."""
-    data = storage.read_bytes(manifest)
-    if manifest.name.lower().endswith(".parquet"):
-        try:
-            table_file = pq.ParquetFile(io.BytesIO(data))
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise ManifestError(f"{manifest}: not a readable Parquet file ({error})") from None
-        return table_file.schema_arrow.names, _parquet_rows(table_file)
-    if not manifest.name.lower().endswith(".csv"):
-        raise ManifestError(f"{manifest}: a manifest must be a .csv or .parquet file")
+Rows = Iterator[tuple[int, dict[str, Any] | RowError]]  # (row number, cells) or a row whose shape is wrong
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An opened manifest: its columns and a one-pass stream of (row number, cells) or shape errors."""
+
+    location: Location
+    columns: tuple[str, ...]
+    rows: Rows
+
+
+def read_manifest(storage: Storage, location: Location) -> Manifest:
+    """Open a .csv or .parquet manifest for streaming; ManifestError if it cannot be used at all.
+
+    Each call reads the manifest afresh (the driver reads it twice: once to validate, once to
+    dispatch). Rows whose shape is wrong (more fields than the header) come as RowErrors.
+    """
+    suffix = location.name.lower().rpartition(".")[2]
+    if suffix not in ("csv", "parquet"):
+        raise ManifestError(f"{location}: a manifest must be a .csv or .parquet file")
+    reader = cast(BinaryIO, storage.open_reader(location))  # a buffered, seekable binary file
     try:
-        text = data.decode("utf-8-sig")
+        columns, rows = (_parquet(location, reader) if suffix == "parquet" else _csv(location, reader))
+    except BaseException:
+        reader.close()
+        raise
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        reader.close()
+        raise ManifestError(f"{location}: column(s) {', '.join(map(repr, repeated))} appear more than once "
+                            "in the header")
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        reader.close()
+        raise ManifestError(f"{location}: missing required column(s) {', '.join(missing)}; "
+                            f"found {', '.join(columns) or 'none'}")
+    return Manifest(location, tuple(columns), _closing(rows, reader))
+
+
+def unknown_column_warnings(manifest: Manifest) -> list[str]:
+    """One warning per column stylebatch does not know (it is ignored)."""
+    return [f"{manifest.location}: unknown column {name!r} is ignored (known: {', '.join(KNOWN_COLUMNS)})"
+            for name in manifest.columns if name not in KNOWN_COLUMNS]
+
+
+def _closing(rows: Rows,
+             reader: BinaryIO) -> Rows:
+    try:
+        yield from rows
+    finally:
+        reader.close()
+
+
+def _csv(location: Location, reader: BinaryIO) -> tuple[list[str], Rows]:
+    text = io.TextIOWrapper(reader, encoding="utf-8-sig", newline="")
+    lines = csv.reader(text, skipinitialspace=True)
+    try:
+        header = next(lines, [])
     except UnicodeDecodeError as error:
-        raise ManifestError(f"{manifest}: not UTF-8 text ({error})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True)
-    columns = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = columns
-    return columns, ({key: _blank_to_none(value) for key, value in row.items() if key is not None}
-                     for row in reader)
+        raise ManifestError(f"{location}: not UTF-8 text ({error})") from None
+    except csv.Error as error:
+        raise ManifestError(f"{location}: not a readable CSV file ({error})") from None
+    return [name.strip() for name in header], _csv_rows(location, [name.strip() for name in header], lines)
 
 
-def _parquet_rows(table_file: pq.ParquetFile) -> Iterator[dict[str, Any]]:
-    for batch in table_file.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            yield {key: _blank_to_none(value) for key, value in row.items()}
+def _csv_rows(location: Location, columns: list[str],
+              lines: Iterator[list[str]]) -> Rows:
+    width = len(columns)
+    number = 0
+    try:
+        for fields in lines:
+            if not fields:
+                continue
+            number += 1
+            if len(fields) > width:
+                cells = {name: value.strip() or None for name, value in zip(columns, fields, strict=False)}
+                yield number, RowError(number, "(row)", f"{len(fields)} fields, but the header has {width} "
+                                       f"columns; quote values that contain commas", cells)
+                continue
+            yield number, {name: value.strip() or None for name, value in zip(columns, fields, strict=False)}
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{location}: not UTF-8 text after row {number} ({error})") from None
+    except csv.Error as error:
+        raise ManifestError(f"{location}: unreadable CSV after row {number} ({error})") from None
+
+
+def _parquet(location: Location,
+             reader: BinaryIO) -> tuple[list[str], Rows]:
+    try:
+        table_file = pq.ParquetFile(reader)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise ManifestError(f"{location}: not a readable Parquet file ({error})") from None
+    return list(table_file.schema_arrow.names), _parquet_rows(location, table_file)
+
+
+def _parquet_rows(location: Location, table_file: pq.ParquetFile) -> Rows:
+    number = 0
+    try:
+        for batch in table_file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            names = batch.schema.names
+            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                number += 1
+                yield number, {name: _blank_to_none(value) for name, value in zip(names, values, strict=True)}
+    except Exception as error:
+        raise ManifestError(f"{location}: unreadable Parquet data after row {number} ({error})") from None
 
 
 def _blank_to_none(value: Any) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None:
         return None
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
     if isinstance(value, float) and math.isnan(value):
         return None
-    return value.strip() if isinstance(value, str) else value
-
-
-def check_columns(manifest: Location, columns: list[str]) -> list[str]:
-    """Raise for a missing required column; return warnings about unknown columns."""
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        raise ManifestError(f"{manifest}: missing required column(s) {', '.join(missing)}; "
-                            f"found {', '.join(columns) or 'none'}")
-    return [f"{manifest}: unknown column {name!r} is ignored (known: {', '.join(KNOWN_COLUMNS)})"
-            for name in columns if name not in KNOWN_COLUMNS]
+    return value
 
 
 class RowValidator:
-    """Turns raw rows into Jobs or RowErrors; remembers outputs to catch duplicates."""
+    """Turns raw rows into Jobs or RowErrors; holds only bounded caches, never every row's output.
+
+    Duplicate outputs are not its concern (see `pipeline.batch.outputs`). `check_output`
+    (optional) vets each output location (names a filesystem or S3 cannot hold, local
+    outputs escaping the prefix through a symlink) and raises ValueError with the reason.
+    """
 
     def __init__(self, manifest: Location, output_prefix: Location, defaults: FusionParams,
-                 weights: str = "caffe") -> None:
+                 weights: str = "caffe", check_output: Callable[[Location], None] | None = None,
+                 columns: tuple[str, ...] | None = None) -> None:
+        """`columns`: the manifest's, if known (without a parameter column, rows need no parsing of them)."""
         self.base = manifest.parent
+        self._parameter_cells = columns is None or any(column.name in columns for column in MANIFEST_PARAMETERS)
         self.output_prefix = output_prefix
         self.defaults = defaults
         self.weights = weights
-        self._output_rows: dict[str, int] = {}
+        self.check_output = check_output
+        # Bounded memos: rows mostly share styles and parameters, and memory must not grow with rows.
+        self._location = functools.lru_cache(maxsize=4096)(partial(parse_location, base=self.base))
+        self._params = functools.lru_cache(maxsize=1024)(self._params_for)
+        self._writable_extension = functools.lru_cache(maxsize=64)(_is_writable_extension)
 
     def __call__(self, row: int, cells: dict[str, Any]) -> Job | RowError:
         try:
             return self._validate(row, cells)
         except _CellError as error:
-            return RowError(row, error.column, error.reason, self._resolved(cells))
+            return RowError(row, error.column, error.reason, self.resolved(cells))
 
-    def _resolved(self, cells: dict[str, Any]) -> dict[str, Any]:
+    def resolved(self, cells: dict[str, Any]) -> dict[str, Any]:
         """The cells with every path that can be resolved made absolute, for the results table."""
         resolved = dict(cells)
-        for column, resolve in (("content", lambda text: parse_location(text, base=self.base)),
-                                ("style", lambda text: parse_location(text, base=self.base)),
+        for column, resolve in (("content", self._location), ("style", self._location),
                                 ("output", self.output_prefix.child)):
             if cells.get(column) is not None:
-                try:
+                with contextlib.suppress(ValueError):
                     resolved[column] = str(resolve(str(cells[column])))
-                except ValueError:
-                    pass
         return resolved
 
     def _validate(self, row: int, cells: dict[str, Any]) -> Job:
-        content = self._location(cells, "content")
-        style = self._location(cells, "style")
-        overrides = {PARAM_FIELDS[name]: _number(cells, name, float) for name in FLOAT_COLUMNS}
-        overrides |= {PARAM_FIELDS[name]: _number(cells, name, int) for name in INT_COLUMNS}
-        try:
-            params = self.defaults.with_overrides(**overrides)
-        except ValueError as error:
-            field = str(error).split(" ", 1)[0]
-            column = next((c for c, f in PARAM_FIELDS.items() if f == field), "parameters")
-            raise _CellError(column, str(error)) from None
+        content = self._input(cells, "content")
+        style = self._input(cells, "style")
+        params: FusionParams = (self._params(*(_number(cells, column) for column in MANIFEST_PARAMETERS))
+                                if self._parameter_cells else self.defaults)
         output = self._output(cells, content, style, params)
-        first = self._output_rows.setdefault(str(output), row)
-        if first != row:
-            raise _CellError("output", f"{output} is already the output of row {first}")
         return Job(row, content, style, output, params)
 
-    def _location(self, cells: dict[str, Any], column: str) -> Location:
+    def _input(self, cells: dict[str, Any], column: str) -> Location:
         value = cells.get(column)
         if value is None:
             raise _CellError(column, "missing value")
         try:
-            return parse_location(str(value), base=self.base)
+            location: Location = self._location(str(value))
         except ValueError as error:
             raise _CellError(column, str(error)) from None
+        return location
 
-    def _output(self, cells: dict[str, Any], content: Location, style: Location,
-                params: FusionParams) -> Location:
+    def _params_for(self, *values: Any) -> FusionParams:
+        """The parameters for these manifest cells (memoised: rows mostly share them)."""
+        overrides = {column.field: value for column, value in zip(MANIFEST_PARAMETERS, values, strict=True)}
+        try:
+            return self.defaults.with_overrides(**overrides)
+        except ValueError as error:
+            field = str(error).split(" ", 1)[0]
+            column_name = next((c.name for c in MANIFEST_PARAMETERS if c.field == field), "parameters")
+            raise _CellError(column_name, str(error)) from None
+
+    def _output(self, cells: dict[str, Any], content: Location, style: Location, params: FusionParams) -> Location:
         value = cells.get("output")
         name = str(value) if value is not None else derived_output_name(content, style, params, self.weights)
         try:
-            image_format_for(name)
-            return self.output_prefix.child(name)
+            if not self._writable_extension(os.path.splitext(name)[1].lower()):
+                image_format_for(name)  # raises, naming the file
+            output = self.output_prefix.child(name)
+            if self.check_output is not None:
+                self.check_output(output)
         except ValueError as error:
             raise _CellError("output", str(error)) from None
+        return output
+
+
+def _is_writable_extension(extension: str) -> bool:
+    """Whether Pillow can write images with this extension ('.png')."""
+    try:
+        image_format_for(f"x{extension}")
+    except ValueError:
+        return False
+    return True
 
 
 class _CellError(Exception):
@@ -177,21 +278,22 @@ class _CellError(Exception):
         self.column, self.reason = column, reason
 
 
-def _number(cells: dict[str, Any], column: str, kind: type) -> Any:
-    """The cell as `kind` (None if empty); integral floats count as ints (Parquet nulls make floats)."""
-    value = cells.get(column)
+def _number(cells: dict[str, Any], column: ParameterColumn) -> Any:
+    """The cell of `column` as its kind (None if empty); integral floats count as ints (Parquet
+    nulls turn integer columns into floats)."""
+    value = cells.get(column.name)
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise _CellError(column, f"{value!r} is not a number") from None
+        raise _CellError(column.name, f"{value!r} is not a number") from None
     if not math.isfinite(number):
-        raise _CellError(column, f"{value!r} is not a finite number")
-    if kind is int:
+        raise _CellError(column.name, f"{value!r} is not a finite number")
+    if column.kind is int:
         if not number.is_integer():
-            raise _CellError(column, f"{value!r} is not a whole number")
+            raise _CellError(column.name, f"{value!r} is not a whole number")
         return int(number)
     if number < 0:
-        raise _CellError(column, f"{value!r} is negative; weights must be >= 0")
+        raise _CellError(column.name, f"{value!r} is negative; weights must be >= 0")
     return number

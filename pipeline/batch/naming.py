@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,10 +19,20 @@ def params_fingerprint(params: FusionParams) -> dict[str, object]:
     return {key: value for key, value in params.flattened().items() if key not in _NOT_IN_NAME}
 
 
+@functools.lru_cache(maxsize=1024)
+def params_json(params: FusionParams) -> str:
+    """`params_fingerprint` as sorted JSON, memoised: rows of a manifest mostly share their parameters,
+    and flattening them would otherwise dominate the driver's time per row."""
+    return json.dumps(params_fingerprint(params), sort_keys=True)
+
+
 def derived_output_name(content: Location, style: Location, params: FusionParams, weights: str) -> str:
-    """'<content stem>__<style stem>__<12 hex digits>.png', the digits hashing inputs and parameters."""
-    identity = json.dumps({"content": str(content), "style": str(style), "weights": weights,
-                           "params": params_fingerprint(params)}, sort_keys=True)
+    """'<content stem>__<style stem>__<12 hex digits>.png', the digits hashing inputs and parameters.
+
+    The digits hash the sorted JSON of {content, params (the fingerprint), style, weights}.
+    """
+    identity = (f'{{"content": {json.dumps(str(content))}, "params": {params_json(params)}, '
+                f'"style": {json.dumps(str(style))}, "weights": {json.dumps(weights)}}}')
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"{_stem(content.name)}__{_stem(style.name)}__{digest}.png"
 

@@ -1,26 +1,42 @@
-"""The `stylebatch` command line: thin wrappers over stylecore and the pipeline."""
+"""The `stylebatch` command line: thin wrappers over stylecore, the batch engine and the reports.
+
+Each command parses its options, imports what it needs (so that `--help` stays fast) and
+runs inside `reported_errors`, the one error path (see `pipeline.cli.errors`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from pipeline.cli.console import console, fail
+from pipeline.cli.console import console
+from pipeline.cli.errors import fail, reported_errors, set_debug
 from stylecore.params import FusionParams
 
 app = typer.Typer(help="Neural style transfer at dataset scale (global + local fusion loss on VGG-19).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 DEFAULTS = FusionParams()
 
+# The options several commands share, defined once.
+S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                                                help="S3-compatible endpoint URL.")]
+
 
 @app.callback()
-def main_options() -> None:
+def main_options(
+    context: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="On an error, print its traceback (credentials masked) "
+                               "instead of one line."),
+) -> None:
     """stylebatch: stylize images with the fusion loss, one at a time or by the million."""
+    set_debug(context, debug)
 
 
 @app.command()
 def stylize(
+    context: typer.Context,
     content: Path = typer.Argument(..., help="Content image file."),
     style: Path = typer.Argument(..., help="Style image file."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the result (format from the extension)."),
@@ -39,19 +55,18 @@ def stylize(
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Stylize one CONTENT image with one STYLE image."""
-    from pipeline.cli.stylize import stylize_file
+    with reported_errors(context):
+        from pipeline.cli.stylize import stylize_file
 
-    params = FusionParams().with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
-                                           alpha_content=alpha_content, tv_weight=tv_weight, levels=levels, size=size,
-                                           iterations=iters, match_every=match_every, seed=seed)
-    try:
+        params = DEFAULTS.with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
+                                         alpha_content=alpha_content, tv_weight=tv_weight, levels=levels, size=size,
+                                         iterations=iters, match_every=match_every, seed=seed)
         stylize_file(content, style, output, params, device=device, weights=weights, force=force)
-    except (ValueError, RuntimeError, OSError) as error:
-        fail(str(error))
 
 
 @app.command()
 def submit(
+    context: typer.Context,
     manifest: str = typer.Argument(..., help="Manifest: a .csv or .parquet file, local or s3://."),
     output: str = typer.Option(None, "--output", help="Folder or s3:// prefix for the images "
                                "[default: out/<manifest name> in the current folder]."),
@@ -59,9 +74,16 @@ def submit(
                                 "[default: <output>/_results]."),
     address: str = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001, or "
                                 "RAY_ADDRESS); without it a local Ray is started and stopped."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Worker actors [default: one per GPU, "
-                                "else the cores shared out]."),
+    workers: int = typer.Option(None, "--workers", min=1, help="At most this many worker actors [default: as "
+                                "many as the cluster can grow to (its autoscaler's node types)]."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0, max=1,
+                                          help="Fraction of a GPU per worker: 0.25 runs four syntheses on each "
+                                          "GPU [default: 1 where the cluster has GPUs]."),
+    device: str = typer.Option("auto", "--device", help="What workers compute on: auto (CUDA where a worker "
+                               "holds a GPU), cpu or cuda."),
+    wait_for_workers: float = typer.Option(15, "--wait-for-workers", min=0, help="Minutes to wait "
+                                           "for a first worker (nodes booting) before giving up."),
     size: int = typer.Option(None, "--size", min=1, help=f"Default longest side [default: {DEFAULTS.size}]."),
     levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels [default: {DEFAULTS.levels}]."),
     iters: int = typer.Option(None, "--iters", min=1,
@@ -75,74 +97,73 @@ def submit(
     weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path "
                                 "that exists on every worker."),
     retries: int = typer.Option(2, "--retries", min=0, help="Retries of a row whose worker process died."),
-    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    s3_endpoint: S3Endpoint = None,
     force: bool = typer.Option(False, "--force", help="Redo rows whose output exists, overwriting it."),
     strict: bool = typer.Option(False, "--strict", help="Run nothing if any row is invalid."),
+    retry_window: float = typer.Option(120.0, "--retry-window", min=0,
+                                       help="Seconds to keep retrying a storage operation that fails "
+                                            "transiently (connection errors, 5xx, throttling)."),
 ) -> None:
     """Stylize every row of MANIFEST on Ray; record each row in a Parquet results table."""
-    from pipeline.batch.runner import RunConfig
-    from pipeline.storage.store import parse_location
-    from pipeline.cli.submit import submit as run_submit
+    from pipeline.batch.planning import WorkersUnavailable
+    from pipeline.storage.errors import StorageError
 
-    try:
+    # Exit 2: the manifest, the locations, the options or the cluster cannot be used as given.
+    with reported_errors(context, usage=(ValueError, StorageError, WorkersUnavailable)):
+        from pipeline.batch.runner import RunConfig
+        from pipeline.cli.submit import submit as run_submit
+        from pipeline.storage.store import parse_location
+
         manifest_location = parse_location(manifest)
         output_location = parse_location(output or f"out/{Path(manifest_location.name).stem}")
         results_location = parse_location(results) if results else output_location.child("_results")
         defaults = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, seed=seed,
                                            alpha_global=alpha_global, alpha_local=alpha_local,
                                            alpha_content=alpha_content, match_every=match_every)
-    except ValueError as error:
-        fail(str(error), code=2)
-    config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
-                       workers, threads, retries, force, strict, s3_endpoint)
-    try:
+        config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
+                           workers, threads, retries, force, strict, s3_endpoint, retry_window,
+                           gpus_per_worker=gpus_per_worker, device=device, wait_for_workers=wait_for_workers * 60)
         code = run_submit(config)
-    except ValueError as error:  # the manifest or the options cannot be used as given
-        fail(_redacted(error), code=2)
-    except (RuntimeError, OSError, ConnectionError) as error:
-        fail(_redacted(error))
     raise typer.Exit(code)
 
 
 @app.command()
 def status(
+    context: typer.Context,
     results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
     run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
-    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    s3_endpoint: S3Endpoint = None,
 ) -> None:
     """Summarise a results table: rows by run and status, and every failure with its message."""
-    from pipeline.reports.status import print_status
-    from pipeline.storage.store import parse_location
+    with reported_errors(context):
+        from pipeline.cli.console import out
+        from pipeline.reports.status import print_status
+        from pipeline.storage.store import parse_location
 
-    try:
-        found = print_status(parse_location(results), run_id, s3_endpoint)
-    except (ValueError, RuntimeError, OSError) as error:
-        fail(_redacted(error))
+        found = print_status(out, parse_location(results), run_id, s3_endpoint)
     if not found:
         fail(f"no results found in {results}")
 
 
 @app.command()
 def report(
+    context: typer.Context,
     results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write (replaced if it exists)."),
     png: Path = typer.Option(None, "--png", help="Also write a contact sheet image (first 200 rows)."),
     run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
     thumb: int = typer.Option(160, min=16, max=1024, help="Longest side of the result thumbnails, pixels."),
-    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    s3_endpoint: S3Endpoint = None,
 ) -> None:
     """One card per results row (inputs, result, parameters, losses, time, errors) in a self-contained page."""
-    from pipeline.reports.report import write_report
-    from pipeline.storage.store import StorageError, parse_location
+    with reported_errors(context):
+        from pipeline.cli.console import progress_bar
+        from pipeline.reports.report import write_report
+        from pipeline.storage.store import parse_location
 
-    try:
-        counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
-                              thumb_size=thumb)
-    except (ValueError, RuntimeError, OSError, StorageError) as error:
-        fail(_redacted(error))
+        with progress_bar(counts=True, transient=True) as bar:
+            counts = write_report(parse_location(results), output, png=png, run_id=run_id, s3_endpoint=s3_endpoint,
+                                  thumb_size=thumb, progress=bar)
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
     console.print(f"wrote [bold]{output}[/] ({summary})" + (f" and [bold]{png}[/]" if png else ""),
                   highlight=False)
@@ -150,6 +171,7 @@ def report(
 
 @app.command()
 def compare(
+    context: typer.Context,
     content: str = typer.Argument(..., help="Content image: a file or s3:// URI."),
     style: str = typer.Argument(..., help="Style image: a file or s3:// URI."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the sheet (.png keeps the numbers "
@@ -169,23 +191,25 @@ def compare(
                                "256 is about a third of the size); 0 = full colour."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path."),
-    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                                    help="S3-compatible endpoint URL [env: AWS_ENDPOINT_URL]."),
+    s3_endpoint: S3Endpoint = None,
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Global only, local only and fusion side by side, and an a2 sweep, with distances on every tile."""
-    from pipeline.reports.compare import compare_files
-    from pipeline.storage.store import StorageError
+    with reported_errors(context):
+        from pipeline.cli.console import out, progress_bar
+        from pipeline.cli.stylize import check_output_path
+        from pipeline.reports.compare import compare_files, distance_table
 
-    try:
         sweep_values = _alphas(sweep, "--sweep")
-        base = FusionParams().with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every,
-                                             seed=seed)
-        compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
-                      tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint, force=force,
-                      colors=colors)
-    except (ValueError, RuntimeError, OSError, StorageError) as error:
-        fail(_redacted(error))
+        base = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
+        check_output_path(output, force)
+        with progress_bar("losses") as bar:
+            sheet = compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
+                                  tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint,
+                                  colors=colors, progress=bar)
+    out.print(distance_table(sheet.records), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote [bold]{output}[/] ({sheet.width}x{sheet.height}) with {sheet.syntheses} syntheses in "
+                  f"{sheet.seconds:.0f} s on {sheet.device}", highlight=False)
 
 
 def _alphas(text: str, option: str) -> list[float]:
@@ -201,8 +225,3 @@ def _alphas(text: str, option: str) -> list[float]:
         values.append(value)
     return values
 
-
-def _redacted(error: Exception) -> str:
-    from pipeline.storage.secrets import redact
-
-    return redact(str(error))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID
 
-from pipeline.cli.console import console
-from pipeline.storage.imagefiles import encode_image, image_format_for, write_atomically
-from stylecore import FusionParams, ImageTooSmallError, Stylizer, load_image, plan_levels
-from stylecore.progress import SynthesisProgress
+from pipeline.cli.console import console, progress_bar
+from stylecore import FusionParams, ImageTooSmallError, Stylizer, SynthesisProgress, load_image, plan_levels
+from stylecore.files import write_atomically
+from stylecore.imageio import encode_image, image_format_for
 
 
 def check_output_path(output: Path, force: bool) -> None:
@@ -31,11 +31,10 @@ def stylize_file(content_path: Path, style_path: Path, output: Path, params: Fus
     try:
         plan_levels((content.height, content.width), (style.height, style.width), params)
     except ImageTooSmallError as error:
-        culprit = content_path if error.which == "content" else style_path
-        raise ValueError(f"{culprit}: {error}") from None
+        raise error.naming(content_path, style_path) from None
     stylizer = Stylizer(weights, device)
     started = time.perf_counter()
-    with _progress_bar() as bar:
+    with progress_bar("losses") as bar:
         task = bar.add_task("starting", total=params.levels * params.iterations, losses="")
         result = stylizer(content, style, params, callback=lambda report: _update(bar, task, report))
     write_atomically(output, encode_image(result.to_pil(), output.name))
@@ -44,14 +43,9 @@ def stylize_file(content_path: Path, style_path: Path, output: Path, params: Fus
                   f"on {result.device}; final loss {result.losses.total:.4g}", highlight=False)
 
 
-def _progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[losses]}"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-
-
 def _update(bar: Progress, task: TaskID, report: SynthesisProgress) -> None:
     losses = report.losses
-    bar.update(task, completed=report.fraction * bar.tasks[task].total,
+    bar.update(task, completed=report.fraction * (bar.tasks[task].total or 0),
                description=f"level {report.level}/{report.levels} {report.width}x{report.height} "
                            f"iter {report.iteration}/{report.iterations}",
                losses=f"global {losses.global_:.2e} local {losses.local:.2e} content {losses.content:.2e}")

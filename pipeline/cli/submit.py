@@ -42,6 +42,9 @@ def submit(config: RunConfig) -> int:
         return EXIT_INVALID
     finally:
         bar.stop()
+    if summary.total == 0 and not summary.interrupted:
+        out.print(f"{escape(str(config.manifest))} has no rows: nothing to do")
+        return EXIT_OK
     _print_summary(summary)
     if summary.interrupted:
         return EXIT_INTERRUPTED
@@ -57,11 +60,14 @@ def _print_summary(summary: RunSummary) -> None:
     hidden = counts["failed"] - len(summary.failures)
     if hidden > 0:
         out.print(f"... and {hidden} more failed row(s); see `stylebatch status`")
-    state = "[bold yellow]interrupted[/]" if summary.interrupted else "[bold]done[/]"
+    state = {"interrupted": "[bold yellow]interrupted[/]", "stopped": "[bold red]stopped[/]"}.get(
+        summary.outcome, "[bold]done[/]")
     out.print(f"{state}: run {summary.run_id}: {counts['ok']} ok, {counts['skipped']} skipped, "
                   f"{counts['failed']} failed of {summary.total} rows in {summary.elapsed:.1f} s "
                   f"({rate:.2f} rows/min)", highlight=False)
     if summary.results_file:
         out.print(f"results: {escape(str(summary.results_file))}", highlight=False)
-    if summary.interrupted:
+    if summary.stopped:
+        out.print(f"[bold red]stopped:[/] {escape(summary.stopped)}", highlight=False)
+    if summary.interrupted or summary.stopped:
         out.print("finished rows are kept; run the same command again to continue")

@@ -17,15 +17,13 @@ from typing import Any
 
 import torch
 from PIL import Image
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID
 
-from pipeline.reports.compare_sheet import SheetText, render
-from pipeline.cli.console import console, out
-from pipeline.storage.imagefiles import write_atomically
+from pipeline.reports.compare_sheet import SheetText, Tile, render
 from pipeline.reports.drawing import encode_sheet
-from pipeline.cli.stylize import check_output_path
 from pipeline.storage.store import Storage, parse_location
 from stylecore import FusionParams, ImageTooSmallError, Stylizer, image_to_tensor, load_image, plan_levels
+from stylecore.files import write_atomically
 from stylecore.images import fit_long_side, resize
 from stylecore.metrics import Distances, distances
 from stylecore.progress import ProgressCallback, SynthesisProgress
@@ -45,14 +43,15 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class Tile:
-    """A synthesised (or input) image with its distances to the style and the content."""
+class ComparisonSheet:
+    """What `compare_files` made: every tile's record and the sheet's size, time and device."""
 
-    label: str
-    image: torch.Tensor  # (1, 3, H, W) RGB 0..1
-    distances: Distances
-    params: FusionParams | None  # None for the content and style tiles
+    records: list[dict[str, Any]]  # per tile: label, alphas, distances, seconds and pixel box
+    width: int
+    height: int
+    syntheses: int
     seconds: float
+    device: str
 
 
 def size_matched_alpha_local(size: int, alpha_local: float = FusionParams().alpha_local) -> float:
@@ -89,12 +88,18 @@ class Comparison:
         "no style at all" (content) and "all style, no content" (style)."""
         height, width = like.shape[-2:]
         content = resize(self.content, height, width).clamp(0, 1)
-        style = resize(self.style, *fit_long_side(*self.style.shape[-2:], max(height, width))).clamp(0, 1)
+        style_size = fit_long_side(self.style.shape[-2], self.style.shape[-1], max(height, width))
+        style = resize(self.style, *style_size).clamp(0, 1)
         return [Tile("content", content, self.measure(content, params), None, 0.0),
                 Tile("style", style, self.measure(style, params), None, 0.0)]
 
-    def run(self, variants: Sequence[Variant], progress: Progress) -> list[Tile]:
-        """One tile per variant, in order; parameter sets already synthesised are reused."""
+    def run(self, variants: Sequence[Variant], progress: Progress | None = None) -> list[Tile]:
+        """One tile per variant, in order; parameter sets already synthesised are reused.
+
+        `progress` gets a task over every evaluation of every synthesis, with a `losses` field.
+        """
+        if progress is None:
+            progress = Progress(disable=True)
         unique = list(dict.fromkeys(variant.params for variant in variants if variant.params not in self._done))
         task = progress.add_task("comparison", total=sum(params.levels * params.iterations for params in unique),
                                  losses="")
@@ -122,12 +127,6 @@ def _reporter(progress: Progress, task: TaskID, title: str, evaluations_before: 
     return report
 
 
-def progress_bar() -> Progress:
-    """A progress bar on stderr over every evaluation of every synthesis of the sheet."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[losses]}"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-
-
 def load_input(text: str, storage: Storage) -> tuple[Image.Image, str]:
     """Decode a local or s3:// image; returns it and its file name."""
     location = parse_location(text)
@@ -136,30 +135,29 @@ def load_input(text: str, storage: Storage) -> tuple[Image.Image, str]:
 
 def compare_files(content: str, style: str, output: Path, base: FusionParams, *, fusion_alpha_local: float | None,
                   sweep: Sequence[float], tile_width: int | None, device: str, weights: str,
-                  s3_endpoint: str | None, force: bool, colors: int = 0) -> list[dict[str, Any]]:
-    """Synthesise every tile, write the sheet to `output`, print the distances; returns the tile records.
+                  s3_endpoint: str | None, colors: int = 0, progress: Progress | None = None) -> ComparisonSheet:
+    """Synthesise every tile and write the sheet to `output` (replacing any file there).
 
     `base` holds the size, levels, iterations, matching mode and seed of every tile and a1 = a3;
     `fusion_alpha_local` defaults to the paper's a2 scaled to `base.size` (see PAPER_SIZE); `colors`
-    makes a PNG a palette image (see `pipeline.reports.drawing.encode_sheet`).
+    makes a PNG a palette image (see `pipeline.reports.drawing.encode_sheet`); `progress`: see
+    `Comparison.run`.
     """
     if base.size is None:
         raise ValueError("compare needs an output size")
-    check_output_path(output, force)
     storage = Storage(s3_endpoint)
     content_image, content_name = load_input(content, storage)
     style_image, style_name = load_input(style, storage)
     try:
         plan_levels((content_image.height, content_image.width), (style_image.height, style_image.width), base)
     except ImageTooSmallError as error:
-        raise ValueError(f"{content if error.which == 'content' else style}: {error}") from None
+        raise error.naming(content, style) from None
     alpha_local = size_matched_alpha_local(base.size) if fusion_alpha_local is None else fusion_alpha_local
     stylizer = Stylizer(weights, device)
     comparison = Comparison(stylizer, content_image, style_image)
     methods, sweeps = method_variants(base, alpha_local), sweep_variants(base, sweep)
     started = time.perf_counter()
-    with progress_bar() as bar:
-        tiles = comparison.run([*methods, *sweeps], bar)
+    tiles = comparison.run([*methods, *sweeps], progress)
     method_tiles, sweep_tiles = tiles[: len(methods)], tiles[len(methods):]
     inputs = comparison.input_tiles(base, like=method_tiles[-1].image)
     unique = len({tile.params for tile in tiles})
@@ -172,10 +170,8 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
     sheet, metadata = render([*inputs, *method_tiles], sweep_tiles, text, tile_width or min(base.size, 256),
                              {"content": content_name, "style": style_name})
     write_atomically(output, encode_sheet(sheet, output.name, metadata, colors))
-    out.print(distance_table(metadata["tiles"]), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote [bold]{output}[/] ({sheet.width}x{sheet.height}) with {unique} syntheses in "
-                  f"{time.perf_counter() - started:.0f} s on {stylizer.device}", highlight=False)
-    return metadata["tiles"]
+    return ComparisonSheet(metadata["tiles"], sheet.width, sheet.height, unique, time.perf_counter() - started,
+                           str(stylizer.device))
 
 
 def legend(base: FusionParams, result: torch.Tensor, alpha_local: float, scaled: bool, network: str,

@@ -8,18 +8,28 @@ alphas, distances and pixel box, so the numbers on the sheet can be read back ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
 from PIL import Image, ImageDraw
 
 from pipeline.reports.drawing import BACKGROUND, INK, MUTED, draw_lines, fitted, line_height, text_width
-from stylecore import tensor_to_image
-
-if TYPE_CHECKING:
-    from pipeline.reports.compare import Tile
+from stylecore import FusionParams, tensor_to_image
+from stylecore.metrics import Distances
 
 MARGIN, GAP = 12, 10
 TITLE_SIZE, LABEL_SIZE, CAPTION_SIZE = 15, 13, 12
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A synthesised (or input) image with its distances to the style and the content."""
+
+    label: str
+    image: torch.Tensor  # (1, 3, H, W) RGB 0..1
+    distances: Distances
+    params: FusionParams | None  # None for the content and style tiles
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ def render(top: list[Tile], sweep: list[Tile], text: SheetText, tile_width: int,
     captions = {id(tile): caption(tile, names.get(tile.label)) for tile in (*top, *sweep)}
     widest = max(text_width(line, CAPTION_SIZE) for lines in captions.values() for line, _ in lines)
     column_width = max(tile_width, widest + 4, *(text_width(line, CAPTION_SIZE) + 4 for line in text.legend))
-    image_width, image_height = _box(*top[-1].image.shape[-2:], tile_width)
+    image_width, image_height = _box(top[-1].image.shape[-2], top[-1].image.shape[-1], tile_width)
     caption_height = 5 * line_height(CAPTION_SIZE)
     row_height = line_height(LABEL_SIZE) + max(image_height + 4 + caption_height,
                                                len(text.legend) * line_height(CAPTION_SIZE))
@@ -82,7 +92,7 @@ def render(top: list[Tile], sweep: list[Tile], text: SheetText, tile_width: int,
     draw_lines(draw, MARGIN, MARGIN, [(text.title, INK)], TITLE_SIZE, sheet_width - 2 * MARGIN)
     records = []
     y = MARGIN + title_height
-    for heading, tiles in zip(text.row_headings, rows):
+    for heading, tiles in zip(text.row_headings, rows, strict=False):  # no sweep row: one heading unused
         draw_lines(draw, MARGIN, y, [(heading, MUTED)], LABEL_SIZE, sheet_width - 2 * MARGIN)
         image_top = y + line_height(LABEL_SIZE)
         for column, tile in enumerate(tiles):

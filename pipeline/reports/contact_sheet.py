@@ -13,9 +13,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from pipeline.reports.html import file_name
-from pipeline.reports.drawing import (BACKGROUND, FAILED, INK, MUTED, draw_lines, fitted, line_height, placeholder)
-from pipeline.reports.thumbnails import Thumbnail
+from pipeline.reports.drawing import BACKGROUND, FAILED, INK, MUTED, draw_lines, fitted, line_height, placeholder
+from pipeline.reports.thumbnails import Thumbnail, file_name
 
 COLUMNS = 5
 MARGIN, GAP, TITLE_SIZE, CAPTION_SIZE = 12, 12, 14, 11

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from pipeline.storage.imagefiles import image_format_for
+from stylecore.imageio import image_format_for
 
 BACKGROUND = (255, 255, 255)
 INK = (34, 34, 34)

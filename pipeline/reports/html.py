@@ -4,7 +4,8 @@ Every string that comes from a results table (paths, errors, ids) goes through
 `html.escape` before it reaches the page, in text and in attributes alike, and the
 page's own script only ever sets text (`textContent`), never markup. A Content Security
 Policy with a per-page nonce lets only the page's own style and script run and only
-embedded (data:) images load, so nothing reaches the network.
+embedded (data:) images load, so nothing reaches the network. The page's markup, style and
+script are package data files in `templates/`.
 """
 
 from __future__ import annotations
@@ -14,129 +15,22 @@ import math
 import secrets
 from collections.abc import Mapping
 from html import escape
+from importlib import resources
 from string import Template
 from typing import Any
 
-from pipeline.reports.thumbnails import Thumbnail
+from pipeline.reports.thumbnails import Thumbnail, file_name
 
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
-header.page{padding:12px 18px;background:#fff;border-bottom:1px solid #ddd}
-header.page h1{font-size:18px;margin:0 0 4px}
-.toolbar{display:flex;flex-wrap:wrap;gap:14px;align-items:center;margin-top:8px}
-main{padding:12px 18px}
-section.group>h2{font-size:15px;margin:18px 0 8px;border-bottom:1px solid #ccc}
-.grid{display:flex;flex-wrap:wrap;gap:12px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:444px}
-.card.failed{border-color:#d88}
-.card>header{display:flex;gap:8px;align-items:baseline;font-size:12px;color:#666}
-.badge{font-weight:600;padding:0 6px;border-radius:3px;color:#fff}
-.badge.ok{background:#2a7}.badge.skipped{background:#888}.badge.failed{background:#c33}
-.thumbs{display:flex;gap:6px;align-items:flex-start;margin:6px 0}
-figure{margin:0;width:112px}
-figure.result{width:160px}
-figure img{display:block;width:100%;height:auto}
-figcaption{font-size:11px;color:#555;overflow-wrap:anywhere}
-.missing{display:flex;flex-direction:column;justify-content:center;min-height:90px;padding:4px;
- background:repeating-linear-gradient(45deg,#eee 0 8px,#e2e2e2 8px 16px);color:#555;font-size:11px;
- border:1px dashed #aaa;overflow-wrap:anywhere}
-.missing strong{color:#333}
-dl{display:grid;grid-template-columns:repeat(4,auto 1fr);gap:0 6px;margin:4px 0;font-size:12px}
-dt{color:#777}dd{margin:0;font-variant-numeric:tabular-nums}
-.timing{font-size:12px;color:#555;margin:4px 0}
-details{font-size:12px;color:#555}details pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:2px 0}
-pre.error{white-space:pre-wrap;overflow-wrap:anywhere;background:#fdeaea;color:#811;padding:6px;
- margin:4px 0 0;font-size:12px}
-"""
 
-# Groups and sorts the cards in place; reads only data-* attributes and writes only text.
-_SCRIPT = """
-(function(){
-  const main=document.getElementById('cards');
-  const cards=Array.from(main.querySelectorAll('article.card'));
-  const num=v=>v===''?Infinity:Number(v);
-  const sorters={
-    row:(a,b)=>a.dataset.run.localeCompare(b.dataset.run)||num(a.dataset.row)-num(b.dataset.row),
-    loss:(a,b)=>num(a.dataset.loss)-num(b.dataset.loss),
-    seconds:(a,b)=>num(a.dataset.seconds)-num(b.dataset.seconds),
-    status:(a,b)=>a.dataset.status.localeCompare(b.dataset.status)};
-  function arrange(){
-    const group=document.getElementById('group').value;
-    const sort=document.getElementById('sort').value;
-    const shown=new Set(Array.from(document.querySelectorAll('input[data-status]'))
-      .filter(box=>box.checked).map(box=>box.dataset.status));
-    const ordered=cards.slice().sort((a,b)=>sorters[sort](a,b)||sorters.row(a,b));
-    const groups=new Map();
-    for(const card of ordered){
-      card.hidden=!shown.has(card.dataset.status);
-      const key=group?card.dataset[group]:'';
-      if(!groups.has(key))groups.set(key,[]);
-      groups.get(key).push(card);
-    }
-    main.replaceChildren();
-    for(const key of Array.from(groups.keys()).sort()){
-      const section=document.createElement('section');
-      section.className='group';
-      const visible=groups.get(key).filter(card=>!card.hidden).length;
-      if(group){
-        const heading=document.createElement('h2');
-        heading.textContent=key+' \\u2014 '+visible+' of '+groups.get(key).length+' rows shown';
-        section.appendChild(heading);
-      }
-      const grid=document.createElement('div');
-      grid.className='grid';
-      grid.append(...groups.get(key));
-      section.appendChild(grid);
-      main.appendChild(section);
-    }
-  }
-  document.querySelectorAll('.toolbar select,.toolbar input').forEach(el=>el.addEventListener('change',arrange));
-  arrange();
-})();
-"""
+def _template(name: str) -> str:
+    """A file of the page's own markup, style or script (package data in `templates/`)."""
+    return (resources.files("pipeline.reports") / "templates" / name).read_text(encoding="utf-8")
 
-_HEAD = Template("""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; img-src data:; style-src 'nonce-$nonce'; script-src 'nonce-$nonce'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>stylebatch report: $source</title>
-<style nonce="$nonce">$style</style>
-</head>
-<body>
-<header class="page">
-<h1>stylebatch report</h1>
-<div>$rows rows from <code>$source</code>$run_note; $counts. Generated $generated.</div>
-<div class="toolbar">
-<label>Group <select id="group"><option value="style" selected>by style</option>
-<option value="content">by content</option><option value="status">by status</option>
-<option value="">none</option></select></label>
-<label>Sort <select id="sort"><option value="row" selected>run, row</option>
-<option value="loss">final total loss</option><option value="seconds">synthesis time</option>
-<option value="status">status</option></select></label>
-$filters
-</div>
-</header>
-<main id="cards">
-""")
 
-_TAIL = Template("""</main>
-<script nonce="$nonce">$script</script>
-</body>
-</html>
-""")
-
-_CARD = Template("""<article class="card $status" data-status="$status" data-style="$style_name" \
-data-content="$content_name" data-run="$run" data-row="$row" data-loss="$loss" data-seconds="$seconds">
-<header><span class="badge $status">$status</span><span>row $row</span><span>run $run</span></header>
-<div class="thumbs">$content_figure$style_figure$result_figure</div>
-<dl>$parameters</dl>
-<dl>$losses</dl>
-<p class="timing">$timing</p>$all_parameters$error
-</article>
-""")
+# The style and script (which groups and sorts the cards in place, reading only data-*
+# attributes and writing only text), and the page's three parts with $-placeholders.
+_STYLE, _SCRIPT = _template("report.css"), _template("report.js")
+_HEAD, _TAIL, _CARD = (Template(_template(name)) for name in ("head.html", "tail.html", "card.html"))
 
 _PARAMETERS = (("a1", "alpha_global"), ("a2", "alpha_local"), ("a3", "alpha_content"), ("tv", "tv_weight"),
                ("size", "size"), ("levels", "levels"), ("iters", "iters"), ("seed", "seed"),
@@ -161,7 +55,7 @@ class ReportPage:
             nonce=self.nonce, style=_STYLE, source=escape(source), rows=total,
             run_note=f" (run {escape(run_id)})" if run_id else "",
             counts=escape(", ".join(f"{count} {status}" for status, count in counts.items()) or "no rows"),
-            generated=escape(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+            generated=escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
             filters=filters)
 
     def tail(self) -> str:
@@ -217,7 +111,8 @@ def _definitions(row: Mapping[str, Any], fields: tuple[tuple[str, str], ...], nu
     items = []
     for label, key in fields:
         value = row.get(key)
-        shown = "–" if value is None else number_format.format(value) if isinstance(value, float) else str(value)
+        shown = ("\N{EN DASH}" if value is None
+                 else number_format.format(value) if isinstance(value, float) else str(value))
         items.append(f"<dt>{escape(label)}</dt><dd>{escape(shown)}</dd>")
     return "".join(items)
 
@@ -225,10 +120,3 @@ def _definitions(row: Mapping[str, Any], fields: tuple[tuple[str, str], ...], nu
 def _number_attribute(value: float | None) -> str:
     """A number for sorting in the page's script; empty (sorted last) when missing or not finite."""
     return repr(float(value)) if value is not None and math.isfinite(value) else ""
-
-
-def file_name(location: str | None) -> str:
-    """The last path component of a path or URI (the whole text if it has none)."""
-    if not location:
-        return ""
-    return location.rstrip("/").rpartition("/")[2] or location

@@ -9,34 +9,32 @@ ordered by style, run and row; the page's toolbar regroups, re-sorts and filters
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
-from pipeline.cli.console import console
-from pipeline.storage.imagefiles import image_format_for, write_atomically
-from pipeline.reports.html import ReportPage, card
-from pipeline.reports.contact_sheet import ContactSheet
 from pipeline.batch.results import STATUSES, read_results
+from pipeline.reports.contact_sheet import ContactSheet
 from pipeline.reports.drawing import encode_sheet
-from pipeline.storage.store import Location, Storage
+from pipeline.reports.html import ReportPage, card
 from pipeline.reports.thumbnails import Thumbnail, Thumbnailer
+from pipeline.storage.store import Location, Storage
+from stylecore.files import atomic_file, write_atomically
+from stylecore.imageio import image_format_for
 
 BATCH_ROWS = 256
 
 
 def write_report(results: Location, output: Path, *, png: Path | None = None, run_id: str | None = None,
-                 s3_endpoint: str | None = None, thumb_size: int = 160) -> dict[str, int]:
+                 s3_endpoint: str | None = None, thumb_size: int = 160,
+                 progress: Progress | None = None) -> dict[str, int]:
     """Write the page to `output` (and the sheet to `png`); returns the number of rows per status.
 
-    ValueError if there are no rows (for `run_id`, if given).
+    ValueError if there are no rows (for `run_id`, if given). `progress` gets a task over the rows.
     """
     if png is not None:
         image_format_for(png.name)
@@ -52,19 +50,21 @@ def write_report(results: Location, output: Path, *, png: Path | None = None, ru
     sheet = ContactSheet(f"stylebatch contact sheet: {results}", table.num_rows, thumb_size) if png else None
     thumbnails = Thumbnailer(storage)
     input_size = thumb_size * 3 // 5
-    with _atomic_text_file(output) as handle, _progress() as progress:
-        task = progress.add_task("thumbnails", total=table.num_rows)
-        handle.write(page.head(str(results), run_id, counts))
+    if progress is None:
+        progress = Progress(disable=True)
+    task = progress.add_task("thumbnails", total=table.num_rows)
+    with atomic_file(output) as handle:
+        handle.write(page.head(str(results), run_id, counts).encode())
         for index, row in enumerate(_rows(table)):
             content = thumbnails.recurring(row["content"], input_size)
             style = thumbnails.recurring(row["style"], input_size)
             result = (Thumbnail.missing("not written: the row failed") if row["status"] == "failed"
                       else thumbnails.make(row["output"], thumb_size))
-            handle.write(card(row, content, style, result))
+            handle.write(card(row, content, style, result).encode())
             if sheet is not None:
                 sheet.add(index, row, content, style, result)
             progress.advance(task)
-        handle.write(page.tail())
+        handle.write(page.tail().encode())
     if sheet is not None and png is not None:
         write_atomically(png, encode_sheet(sheet.image, png.name, sheet.metadata))
     return counts
@@ -81,21 +81,3 @@ def status_counts(table: pa.Table) -> dict[str, int]:
 def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
         yield from batch.to_pylist()
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
-
-
-@contextlib.contextmanager
-def _atomic_text_file(path: Path) -> Iterator[TextIO]:
-    """A UTF-8 text file that appears at `path` only once completely written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -5,26 +5,24 @@ are kept in a bounded LRU cache; results are unique per row and are not cached. 
 that cannot be read becomes a Thumbnail without an image that says why, so a report can
 show a placeholder instead of a broken picture.
 
-Decoding uses Pillow directly rather than `stylecore.load_image`: importing stylecore loads
-torch (seconds and most of a gigabyte) that a report never needs, and JPEGs can be decoded
-at reduced scale for a thumbnail. The same pixel limit guards against decompression bombs.
+Decoding is `stylecore.imageio.load_image` at reduced scale: the same strict decoding,
+colour handling and pixel limit as the synthesis's inputs, without importing torch.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from pipeline.storage.secrets import redact
 from pipeline.storage.store import Storage, StorageError, parse_location
+from stylecore.imageio import load_image
 
 JPEG_QUALITY = 75
-MAX_PIXELS = 64_000_000  # as stylecore.images.DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class Thumbnailer:
             return Thumbnail.missing("no file recorded")
         try:
             location = parse_location(location_text)
-            image = shrink(self.storage.read_bytes(location), str(location), long_side)
+            image = load_image(self.storage.read_bytes(location), name=str(location), max_side=long_side)
         except (ValueError, StorageError, OSError) as error:
             return Thumbnail.missing(redact(str(error)))
         buffer = io.BytesIO()
@@ -74,23 +72,8 @@ class Thumbnailer:
         return Thumbnail(image, "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
 
 
-def shrink(data: bytes, name: str, long_side: int) -> Image.Image:
-    """Decode an image file's bytes into an upright RGB image at most `long_side` px; ValueError naming
-    `name` if it is not a readable image or has more than MAX_PIXELS pixels."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise ValueError(f"{name}: refused, {image.width}x{image.height} is more than {MAX_PIXELS:,} pixels")
-        image.draft("RGB", (long_side, long_side))
-        image = ImageOps.exif_transpose(image)
-        image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
-        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-        return image.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{name}: not a readable image ({error})") from None
-    except (OSError, SyntaxError, EOFError, IndexError) as error:
-        raise ValueError(f"{name}: corrupt or truncated image data ({error})") from None
+def file_name(location: str | None) -> str:
+    """The last path component of a path or URI (the whole text if it has none)."""
+    if not location:
+        return ""
+    return location.rstrip("/").rpartition("/")[2] or location

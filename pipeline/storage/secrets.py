@@ -8,7 +8,6 @@ header fields, passwords in URLs).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -68,14 +67,3 @@ def redact(text: str) -> str:
     text = _AUTHORIZATION_FIELD.sub(rf"\1{MASK}", text)
     return _URL_PASSWORD.sub(rf"\1{MASK}\2", text)
 
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts each record's final message; add it to handlers that may see errors."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True

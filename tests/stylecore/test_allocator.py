@@ -17,7 +17,7 @@ import pytest
 BUFFER_MIB = (64, 32, 64, 32, 16)
 PAGES = sum(BUFFER_MIB) * 2**20 // 4096
 
-PROBE = """
+PROBE = f"""
 import resource, sys, torch
 from stylecore import Stylizer
 from stylecore.allocator import release_retained_memory, retain_freed_memory
@@ -31,14 +31,14 @@ elif mode == "stylizer_opted_out":
 
 def faults_of_one_round():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    buffers = [torch.ones(mib * 2**18) for mib in %r]  # allocated and written together, then freed
+    buffers = [torch.ones(mib * 2**18) for mib in {BUFFER_MIB!r}]  # allocated and written together, then freed
     del buffers
     if mode == "released":
         release_retained_memory()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 print(min([faults_of_one_round() for _ in range(8)][4:]))  # the best of the rounds after a warm-up
-""" % (BUFFER_MIB,)
+"""
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="retention tunes glibc's malloc")

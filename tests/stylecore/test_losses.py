@@ -120,7 +120,7 @@ def naive_mrf(features: torch.Tensor, style: torch.Tensor, size: int, stride: in
     synthesis = naive_patches(features, size, stride)
     matches = naive_nearest(torch.stack([p.detach() for _, _, p in synthesis]), bank)
     total = torch.zeros(())
-    for (y, x, patch), match in zip(synthesis, matches):
+    for (y, x, patch), match in zip(synthesis, matches, strict=True):
         weight = (1 / count[y:y + size, x:x + size]).unsqueeze(2).expand(size, size, c).reshape(-1)
         total = total + (weight * (patch - bank[match]) ** 2).sum()
     return 0.5 * total
@@ -133,7 +133,7 @@ def cnnmrf_gradient(features: torch.Tensor, style: torch.Tensor, size: int, stri
     bank = torch.stack([patch for _, _, patch in naive_patches(style, size, stride)])
     synthesis = naive_patches(features, size, stride)
     matches = naive_nearest(torch.stack([p for _, _, p in synthesis]), bank)
-    for (y, x, patch), match in zip(synthesis, matches):
+    for (y, x, patch), match in zip(synthesis, matches, strict=True):
         total[:, y:y + size, x:x + size] += (patch - bank[match]).reshape(size, size, c).permute(2, 0, 1)
         count[y:y + size, x:x + size] += 1
     return (total / count.clamp_min(1)).unsqueeze(0)

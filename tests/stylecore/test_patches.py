@@ -18,7 +18,7 @@ def test_extract_patches_matches_slicing(stride):
     rows = extract_patches(features, 3, stride)
     naive = naive_patches(features, 3, stride)
     assert rows.shape == (len(naive), 2 * 9)
-    for row, (_, _, patch) in zip(rows, naive):
+    for row, (_, _, patch) in zip(rows, naive, strict=True):
         assert torch.equal(row, patch)
 
 
@@ -43,7 +43,7 @@ def naive_target_loss(features: torch.Tensor, matched: list[torch.Tensor], size:
     for y, x, _ in positions:
         count[y:y + size, x:x + size] += 1
     total = torch.zeros(())
-    for (y, x, patch), target in zip(positions, matched):
+    for (y, x, patch), target in zip(positions, matched, strict=True):
         weight = (1 / count[y:y + size, x:x + size]).unsqueeze(2).expand(size, size, c).reshape(-1)
         total = total + (weight * (patch - target) ** 2).sum()
     return 0.5 * total

@@ -9,8 +9,7 @@ from stylecore import MatchingParams, image_to_tensor
 from stylecore.matching import approximate_nearest_patches, nearest_patches, normalize_patches, project_bank
 from stylecore.modules import LocalStyleLoss
 from stylecore.patches import PatchBank, extract_patches, patch_grid
-from stylecore.propagation import (anchor_positions, best_candidates, propagated_candidates,
-                                   propagated_nearest_patches)
+from stylecore.propagation import anchor_positions, best_candidates, propagated_candidates, propagated_nearest_patches
 from tests.demo_images import demo_image
 
 
@@ -46,7 +45,7 @@ def test_best_candidate_is_the_exact_arg_max_in_any_number_of_blocks():
     queries = torch.randn(50, 12, generator=generator)
     bank = normalize_patches(torch.randn(40, 12, generator=generator))
     candidates = torch.randint(0, 40, (50, 5), generator=generator)
-    naive = torch.stack([row[(bank[row] @ query).argmax()] for query, row in zip(queries, candidates)])
+    naive = torch.stack([row[(bank[row] @ query).argmax()] for query, row in zip(queries, candidates, strict=True)])
     for budget in (12 * 5 * 4, 10**9):  # one query per block, and all at once
         assert torch.equal(best_candidates(queries, bank, candidates, budget), naive)
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batch.manifest import Job, ManifestError, RowError, RowValidator, check_columns, read_rows
+from pipeline.batch.manifest import Job, ManifestError, RowError, RowValidator, read_manifest, unknown_column_warnings
 from pipeline.batch.naming import derived_output_name
 from pipeline.storage.store import Location, Storage, parse_location
 from stylecore import FusionParams
@@ -19,24 +19,49 @@ def validator(folder: Path, defaults: FusionParams = FusionParams()) -> RowValid
                         defaults)
 
 
-def test_csv_rows_stream_with_bom_spaces_and_empty_cells(tmp_path):
+def read(path: Path):
+    return read_manifest(Storage(), parse_location(str(path)))
+
+
+def test_csv_rows_stream_with_bom_spaces_blank_lines_and_empty_cells(tmp_path):
     path = tmp_path / "m.csv"
-    path.write_bytes("\ufeffcontent, style ,alpha_local\n a.png ,b.png,\nc.png,d.png,1e-3\n".encode())
-    columns, rows = read_rows(Storage(), parse_location(str(path)))
-    assert columns == ["content", "style", "alpha_local"]
-    assert list(rows) == [{"content": "a.png", "style": "b.png", "alpha_local": None},
-                          {"content": "c.png", "style": "d.png", "alpha_local": "1e-3"}]
+    path.write_bytes("\ufeffcontent, style ,alpha_local\n a.png ,b.png,\n\nc.png,d.png,1e-3\n".encode())
+    manifest = read(path)
+    assert manifest.columns == ("content", "style", "alpha_local")
+    assert list(manifest.rows) == [(1, {"content": "a.png", "style": "b.png", "alpha_local": None}),
+                                   (2, {"content": "c.png", "style": "d.png", "alpha_local": "1e-3"})]
 
 
-def test_parquet_rows_with_nulls(tmp_path):
+def test_parquet_rows_with_nulls_stream_across_batches(tmp_path, monkeypatch):
+    from pipeline.batch import manifest as manifest_module
+
+    monkeypatch.setattr(manifest_module, "PARQUET_BATCH_ROWS", 2)
     path = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"content": ["a.png", "c.png"], "style": ["b.png", "d.png"],
-                             "size": pa.array([64, None], pa.int64())}), path)
-    columns, rows = read_rows(Storage(), parse_location(str(path)))
-    rows = list(rows)
-    assert columns == ["content", "style", "size"] and rows[1]["size"] is None
-    job = validator(tmp_path)(1, rows[0])
+    pq.write_table(pa.table({"content": ["a.png", "c.png", "e.png"], "style": ["b.png", "d.png", "f.png"],
+                             "size": pa.array([64, None, 32], pa.int64())}), path)
+    rows = list(read(path).rows)
+    assert [number for number, _ in rows] == [1, 2, 3] and rows[1][1]["size"] is None and rows[2][1]["size"] == 32
+    job = validator(tmp_path)(1, rows[0][1])
     assert isinstance(job, Job) and job.params.size == 64
+
+
+def test_a_row_with_more_fields_than_the_header_is_an_invalid_row_and_the_others_still_read(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("content,style\na.png,b.png\nc.png,d.png,extra\ne.png,f.png\n")
+    rows = list(read(path).rows)
+    assert [number for number, _ in rows] == [1, 2, 3]
+    error = rows[1][1]
+    assert isinstance(error, RowError) and error.row == 2
+    assert "3 fields, but the header has 2 columns" in error.reason
+    assert rows[2][1] == {"content": "e.png", "style": "f.png"}
+
+
+@pytest.mark.parametrize("header", ["content,style,content", "content,style,size,size"])
+def test_a_column_named_twice_is_refused(tmp_path, header):
+    path = tmp_path / "m.csv"
+    path.write_text(header + "\n")
+    with pytest.raises(ManifestError, match="appear more than once"):
+        read(path)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -48,14 +73,15 @@ def test_unreadable_manifests_are_refused_whole(tmp_path, name, data, message):
     path = tmp_path / name
     path.write_bytes(data)
     with pytest.raises(ManifestError, match=message):
-        read_rows(Storage(), parse_location(str(path)))
+        list(read(path).rows)
 
 
-def test_missing_required_columns_and_unknown_columns():
-    manifest = parse_location("/data/m.csv")
-    with pytest.raises(ManifestError, match="missing required column.*style"):
-        check_columns(manifest, ["content", "alpha_local"])
-    warnings = check_columns(manifest, ["content", "style", "alpha_locl"])
+def test_missing_required_columns_and_unknown_columns(tmp_path):
+    (tmp_path / "m.csv").write_text("content,alpha_local\n")
+    with pytest.raises(ManifestError, match=r"missing required column.*style"):
+        read(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("content,style,alpha_locl\n")
+    warnings = unknown_column_warnings(read(tmp_path / "m.csv"))
     assert len(warnings) == 1 and "unknown column 'alpha_locl'" in warnings[0]
 
 
@@ -83,14 +109,29 @@ def test_each_kind_of_bad_row_names_its_column_and_reason(tmp_path, cells, colum
     assert str(outcome).startswith(f"row 7, column {column}: ")
 
 
-def test_duplicate_outputs_name_the_first_row(tmp_path):
+def test_equal_outputs_resolve_to_one_location_for_the_collision_check(tmp_path):
     check = validator(tmp_path)
-    assert isinstance(check(1, {"content": "a.png", "style": "b.png", "output": "x/same.png"}), Job)
-    duplicate = check(2, {"content": "c.png", "style": "d.png", "output": "x//same.png"})
-    assert isinstance(duplicate, RowError) and "already the output of row 1" in duplicate.reason
-    derived_once = check(3, {"content": "a.png", "style": "b.png"})
-    derived_twice = check(4, {"content": "a.png", "style": "b.png"})
-    assert isinstance(derived_once, Job) and isinstance(derived_twice, RowError)
+    one = check(1, {"content": "a.png", "style": "b.png", "output": "x/same.png"})
+    two = check(2, {"content": "c.png", "style": "d.png", "output": "x//./same.png"})
+    derived = [check(row, {"content": "a.png", "style": "b.png"}) for row in (3, 4)]
+    assert isinstance(one, Job) and isinstance(two, Job) and one.output == two.output
+    assert derived[0].output == derived[1].output
+
+
+def test_the_output_check_sees_every_output_and_its_refusal_names_the_column(tmp_path):
+    seen = []
+
+    def refuse_x(output: Location) -> None:
+        seen.append(output)
+        if "x" in output.name:
+            raise ValueError(f"{output}: not allowed here")
+
+    check = RowValidator(parse_location(str(tmp_path / "m.csv")), parse_location(str(tmp_path / "out")),
+                         FusionParams(), check_output=refuse_x)
+    assert isinstance(check(1, {"content": "a.png", "style": "b.png", "output": "ok.png"}), Job)
+    error = check(2, {"content": "a.png", "style": "b.png", "output": "x.png"})
+    assert isinstance(error, RowError) and error.column == "output" and "not allowed here" in error.reason
+    assert [location.name for location in seen] == ["ok.png", "x.png"]
 
 
 def test_cells_override_command_defaults_and_paths_resolve_against_the_manifest(tmp_path):
@@ -113,7 +154,8 @@ def test_derived_names_are_stable_and_change_with_inputs_and_parameters():
               derived_output_name(content, style, FusionParams(), "torchvision"),
               derived_output_name(style, content, FusionParams(), "caffe")}
     assert name not in others and len(others) == 3
-    assert derived_output_name(content, style, FusionParams().with_overrides(search_budget_bytes=1024), "caffe") == name, \
+    cheaper = FusionParams().with_overrides(search_budget_bytes=1024)
+    assert derived_output_name(content, style, cheaper, "caffe") == name, \
         "the search's memory budget does not change the result, so not the name either"
 
 

@@ -39,7 +39,7 @@ def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server
     manifest = "\n".join([
         "content,style,alpha_local,output",
         f"{cat},{zebra},,",                                   # 1 ok, derived name
-        f"in/cat.png,style-copy/../in/zebra.jpg,2e-3,named/cat.png",  # 2 ok, relative to the manifest
+        "in/cat.png,style-copy/../in/zebra.jpg,2e-3,named/cat.png",  # 2 ok, relative to the manifest
         f"s3://{s3_bucket}/in/missing.png,{zebra},,",          # 3 missing object
         f"{corrupt},{zebra},,",                               # 4 corrupt image
         f"{cat},{zebra},abc,",                                # 5 bad alpha
@@ -126,7 +126,7 @@ def test_a_worker_killed_mid_row_is_replaced_and_every_row_recorded_once(tmp_pat
     run = start_stylebatch("submit", str(manifest), "--output", str(output), "--address", ray_head.address,
                            "--retries", str(retries), *SLOW)
     kill_a_busy_worker()
-    stdout, stderr = run.communicate(timeout=300)
+    _, stderr = run.communicate(timeout=300)
     table = local_results(output / "_results")
     assert sorted(table["row"].to_pylist()) == [1, 2, 3, 4]
     statuses = table["status"].to_pylist()

@@ -80,7 +80,7 @@ def test_tiles_show_the_syntheses_and_carry_the_distances_of_stylecore_metrics(s
         left, top, width, height = tile["box"]
         shown = image.convert("RGB").crop((left, top, left + width, top + height))
         expected = fitted(tensor_to_image(result), width, height)
-        difference = max(abs(a - b) for a, b in zip(shown.tobytes(), expected.tobytes()))
+        difference = max(abs(a - b) for a, b in zip(shown.tobytes(), expected.tobytes(), strict=True))
         assert difference <= 2, f"{tile['label']}: the tile does not show its synthesis"
     content_tile = metadata["tiles"][0]
     assert content_tile["content"] == 0 and content_tile["gram"] > 0 and content_tile["mrf"] > 0

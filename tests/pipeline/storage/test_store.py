@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.storage.store import Location, NotFound, Storage, StorageError, parse_location
+from pipeline.storage.store import Location, NotFound, Storage, StorageError, Unavailable, parse_location
 
 if TYPE_CHECKING:
     from tests.conftest import S3Server
@@ -191,17 +191,6 @@ def test_local_listing_is_recursive_sorted_filtered_and_lazy(tmp_path: Path) -> 
 
 # --- S3 ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def bucket(s3_server: S3Server) -> str:
-    """One bucket for this module's S3 tests; each test works under its own prefix."""
-    return s3_server.create_bucket("storage")
-
-
-@pytest.fixture
-def prefix(bucket: str, request: pytest.FixtureRequest) -> Location:
-    return parse_location(f"s3://{bucket}/{request.node.name.replace('[', '-').strip(']')}")
-
-
 def test_s3_round_trip_with_content_type(s3_server: S3Server, prefix: Location) -> None:
     storage = Storage()
     location = prefix.child("out/cat.png")
@@ -265,10 +254,12 @@ def test_s3_and_local_listings_of_the_same_tree_agree(prefix: Location, tmp_path
 
 
 def test_storage_pickles_without_its_client_and_works_after(s3_server: S3Server, prefix: Location) -> None:
-    storage = Storage()
+    storage = Storage(retry_window=7.5, connect_timeout=2.0, read_timeout=9.0)
     storage.write_bytes(prefix.child("a.png"), b"before")
+    storage.stat_many([prefix.child("a.png")])
     copy = pickle.loads(pickle.dumps(storage))
     assert copy.endpoint_url == s3_server.endpoint_url
+    assert (copy.retry_window, copy.connect_timeout, copy.read_timeout) == (7.5, 2.0, 9.0)
     assert copy.read_bytes(prefix.child("a.png")) == b"before"
     assert s3_server.secret_key not in repr(copy)
 
@@ -321,12 +312,11 @@ def test_unreachable_endpoint_is_named_without_its_password(s3_server: S3Server,
     with socket.socket() as reserved:
         reserved.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{reserved.getsockname()[1]}"
-        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-        storage = Storage(f"http://{userinfo}{address}")
-        with pytest.raises(StorageError) as raised:
+        storage = Storage(f"http://{userinfo}{address}", retry_window=0.5)
+        with pytest.raises(Unavailable) as raised:
             storage.read_bytes(parse_location("s3://bucket/a.png"))
     message = _secret_free(raised.value, s3_server.access_key, s3_server.secret_key, "hunter2")
-    assert message == f"s3://bucket/a.png: cannot reach S3 endpoint http://{shown}{address}"
+    assert message.startswith(f"s3://bucket/a.png: cannot reach S3 endpoint http://{shown}{address}; retried for ")
     assert "hunter2" not in repr(storage)
 
 
