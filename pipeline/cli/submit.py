@@ -7,8 +7,8 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.cli.console import console, out
 from pipeline.batch.runner import RunConfig, RunSummary, ValidationFailed, invalid_lines, run
+from pipeline.cli.console import console, out
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 

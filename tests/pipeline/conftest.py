@@ -57,8 +57,8 @@ def ray_head(s3_server) -> Iterator[RayHead]:
                "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                "--min-worker-port=0", "--max-worker-port=0"]
-    log = open(Path(temp_dir) / "ray-start.log", "w")
-    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(Path(temp_dir) / "ray-start.log", "w") as log:  # the child keeps its own copy of the descriptor
+        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_ready(head, temp_dir)
         with pytest.MonkeyPatch.context() as patch:
@@ -73,7 +73,6 @@ def ray_head(s3_server) -> Iterator[RayHead]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
