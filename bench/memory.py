@@ -33,8 +33,13 @@ from bench.common import (
 )
 from bench.machine import print_machine
 from stylecore import FusionParams, Stylizer
-from stylecore.matching import (SearchSettings, approximate_nearest_patches, nearest_patches, normalize_patches,
-                                project_bank)
+from stylecore.matching import (
+    SearchSettings,
+    approximate_nearest_patches,
+    nearest_patches,
+    normalize_patches,
+    project_bank,
+)
 from stylecore.patches import extract_patches
 
 

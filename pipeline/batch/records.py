@@ -22,8 +22,9 @@ from stylecore.params import FusionParams
 STYLEBATCH_VERSION = version("stylebatch")
 # Metadata keys written with every output (str -> str, small enough for S3's 2 KB limit).
 RUN_KEY, ROW_KEY, OUTCOME_KEY = "stylebatch-run", "stylebatch-row", "stylebatch-outcome"
-OUTCOME_COLUMNS = ("loss_global", "loss_local", "loss_content", "loss_total", "evaluations", "load_seconds",
-                   "synthesis_seconds", "worker_host", "worker_node", "device", "started_at", "stylebatch_version")
+OUTCOME_COLUMNS = ("loss_global", "loss_local", "loss_content", "loss_total", "evaluations", "worse_than_start",
+                   "rejected_steps", "load_seconds", "synthesis_seconds", "worker_host", "worker_node", "device",
+                   "started_at", "stylebatch_version")
 
 
 def utc_now() -> datetime:

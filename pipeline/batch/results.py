@@ -47,6 +47,8 @@ SCHEMA = pa.schema([
     ("loss_content", pa.float64()),
     ("loss_total", pa.float64()),
     ("evaluations", pa.int64()),
+    ("worse_than_start", pa.bool_()),  # the returned image's loss is above its finest level's start
+    ("rejected_steps", pa.int64()),  # L-BFGS steps rejected for raising the loss: how rough the run was
     ("load_seconds", pa.float64()),
     ("synthesis_seconds", pa.float64()),
     ("write_seconds", pa.float64()),

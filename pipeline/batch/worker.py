@@ -151,7 +151,8 @@ class RowProcessor:
         losses = result.losses
         record |= {"synthesis_seconds": _seconds(synthesis_started, synthesized), "loss_global": losses.global_,
                    "loss_local": losses.local, "loss_content": losses.content, "loss_total": losses.total,
-                   "evaluations": result.evaluations}
+                   "evaluations": result.evaluations, "worse_than_start": result.worse_than_start,
+                   "rejected_steps": result.rejected_steps}
         try:
             self.storage.write_bytes(job.output, encode_image(result.to_pil(), job.output.name),
                                      overwrite=self.overwrite, metadata=output_metadata(self.run_id, record),
