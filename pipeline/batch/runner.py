@@ -83,6 +83,7 @@ class RunSummary:
     stopped: str | None = None  # why the run had to stop early (storage down), if it did
     started: float = field(default_factory=time.monotonic)
     results_file: Location | None = None
+    worse_than_start: int = 0  # ok rows whose image ended with a higher loss than its finest level started at
 
     @property
     def done(self) -> int:
@@ -341,6 +342,7 @@ class Run:
         summary = self.summary
         self.in_flight.pop(result["row"], None)
         summary.counts[result["status"]] += 1
+        summary.worse_than_start += bool(result.get("worse_than_start"))
         if result["status"] == "failed" and len(summary.failures) < MAX_LISTED_ERRORS:
             summary.failures.append(f"row {result['row']}: {result['error']}")
         self.writer.add(result, durable)

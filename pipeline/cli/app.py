@@ -134,7 +134,7 @@ def status(
     run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
     s3_endpoint: S3Endpoint = None,
 ) -> None:
-    """Summarise a results table: rows by run and status, and every failure with its message."""
+    """Summarise a results table: each run's rows by status, how the run ended, and its failures."""
     with reported_errors(context):
         from pipeline.cli.console import out
         from pipeline.reports.status import print_status

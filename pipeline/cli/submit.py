@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.batch.runner import RunConfig, RunSummary, ValidationFailed, invalid_lines, run
-from pipeline.cli.console import console, out
+from pipeline.cli.console import console, out, progress_bar
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -18,9 +17,7 @@ def submit(config: RunConfig) -> int:
     console.print(f"manifest [bold]{escape(str(config.manifest))}[/] -> output "
                   f"[bold]{escape(str(config.output))}[/], results [bold]{escape(str(config.results))}[/]",
                   highlight=False)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                   TimeRemainingColumn(), console=console)
+    bar = progress_bar("rate", counts=True)
     task = bar.add_task("rows", total=None, rate="")
 
     def on_progress(summary: RunSummary, result: dict[str, Any] | None) -> None:
@@ -65,6 +62,9 @@ def _print_summary(summary: RunSummary) -> None:
     out.print(f"{state}: run {summary.run_id}: {counts['ok']} ok, {counts['skipped']} skipped, "
                   f"{counts['failed']} failed of {summary.total} rows in {summary.elapsed:.1f} s "
                   f"({rate:.2f} rows/min)", highlight=False)
+    if summary.worse_than_start:
+        out.print(f"[yellow]warning:[/] {summary.worse_than_start} ok row(s) ended with a higher loss than their "
+                  "finest level started at (column worse_than_start in the results table)", highlight=False)
     if summary.results_file:
         out.print(f"results: {escape(str(summary.results_file))}", highlight=False)
     if summary.stopped:

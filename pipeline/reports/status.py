@@ -1,6 +1,14 @@
-"""`stylebatch status`: what a results table says, by run and status, with every failure."""
+"""`stylebatch status`: each run's rows by status, how the run ended, and its failures.
+
+The results are read a record batch at a time and only counts per run are kept, so a table of
+any length is summarised in constant memory; each run's record (`pipeline.batch.runs`) adds
+its manifest's row count, its start and end, and how it ended.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -8,41 +16,99 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.batch.results import STATUSES, read_results
+from pipeline.batch.results import STATUSES, iter_results
+from pipeline.batch.runs import RunRecord, read_runs
 from pipeline.storage.store import Location, Storage
+
+MAX_LISTED_FAILURES = 50
+
+
+@dataclass
+class RunCounts:
+    """What the results table says of one run."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    worse_than_start: int = 0  # ok rows whose image ended above its finest level's starting loss
+    started: datetime | None = None
+    finished: datetime | None = None
 
 
 def print_status(out: Console, results: Location, run_id: str | None = None, s3_endpoint: str | None = None) -> bool:
-    """Print counts per run and status, then the failures, on `out`; False if there are no results."""
-    table = read_results(Storage(s3_endpoint), results,
-                         ["status", "error", "content", "style", "output", "started_at", "finished_at"])
-    if run_id:
-        table = table.filter(pc.equal(table["run_id"], run_id))
-    if table.num_rows == 0:
+    """Print one line per run (counts, manifest rows, outcome, times), then the failures, on `out`.
+
+    False if there is nothing for `run_id` (or at all) in `results`.
+    """
+    storage = Storage(s3_endpoint)
+    runs: dict[str, RunCounts] = {}
+    failures: list[tuple[str, int, str]] = []
+    failed_total = 0
+    columns = ["run_id", "row", "status", "error", "started_at", "finished_at", "worse_than_start"]
+    for batch in iter_results(storage, results, columns):
+        if run_id:
+            batch = batch.filter(pc.equal(batch["run_id"], run_id))
+        failed_total += _count(batch, runs, failures)
+    records = {record.run_id: record for record in read_runs(storage, results)
+               if not run_id or record.run_id == run_id}
+    if not runs and not records:
         return False
-    out.print(_counts_table(table))
-    failed = table.filter(pc.equal(table["status"], "failed")).sort_by([("run_id", "ascending"),
-                                                                         ("row", "ascending")])
-    for run, row, error in zip(failed["run_id"].to_pylist(), failed["row"].to_pylist(),
-                               failed["error"].to_pylist(), strict=True):
-        out.print(f"[red]failed[/] run {run} row {row}: {escape(error or '')}", highlight=False)
+    out.print(_runs_table(runs, records))
+    for run, row, error in sorted(failures):
+        out.print(f"[red]failed[/] run {run} row {row}: {escape(error)}", highlight=False)
+    if failed_total > len(failures):
+        out.print(f"... and {failed_total - len(failures)} more failed row(s): read them from the results table, "
+                  f"e.g. pandas.read_parquet('{results}').query('status == \"failed\"')", highlight=False)
     return True
 
 
-def _counts_table(table: pa.Table) -> Table:
-    grouped = table.group_by(["run_id", "status"]).aggregate([("row", "count")])
-    counts: dict[str, dict[str, int]] = {}
-    for run, status, count in zip(grouped["run_id"].to_pylist(), grouped["status"].to_pylist(),
-                                  grouped["row_count"].to_pylist(), strict=True):
-        counts.setdefault(run, {})[status] = count
-    spans = table.group_by("run_id").aggregate([("started_at", "min"), ("finished_at", "max")])
-    times = {run: (start, end) for run, start, end in zip(spans["run_id"].to_pylist(),
-                                                          spans["started_at_min"].to_pylist(),
-                                                          spans["finished_at_max"].to_pylist(), strict=True)}
-    view = Table("run", "rows", *STATUSES, "started (UTC)", "seconds")
-    for run in sorted(counts):
-        start, end = times[run]
-        seconds = f"{(end - start).total_seconds():.0f}" if start and end else ""
-        view.add_row(run, str(sum(counts[run].values())), *(str(counts[run].get(s, 0)) for s in STATUSES),
-                     start.strftime("%Y-%m-%d %H:%M:%S") if start else "", seconds)
+def _count(batch: pa.RecordBatch, runs: dict[str, RunCounts], failures: list[tuple[str, int, str]]) -> int:
+    """Add a record batch's rows to `runs` (aggregated by Arrow, not row by row); keep its first
+    failures; return how many of its rows failed."""
+    table = pa.Table.from_batches([batch])
+    table = table.set_column(table.schema.get_field_index("worse_than_start"), "worse_than_start",
+                             pc.cast(pc.fill_null(table["worse_than_start"], False), pa.int64()))
+    grouped = table.group_by(["run_id", "status"]).aggregate(
+        [("row", "count"), ("started_at", "min"), ("finished_at", "max"), ("worse_than_start", "sum")])
+    for run, status, count, started, finished, worse in zip(*(grouped[name].to_pylist() for name in (
+            "run_id", "status", "row_count", "started_at_min", "finished_at_max", "worse_than_start_sum")),
+            strict=True):
+        counts = runs.setdefault(run, RunCounts())
+        counts.statuses[status] = counts.statuses.get(status, 0) + count
+        counts.worse_than_start += worse or 0
+        if started is not None and (counts.started is None or started < counts.started):
+            counts.started = started
+        if finished is not None and (counts.finished is None or finished > counts.finished):
+            counts.finished = finished
+    failed = table.filter(pc.equal(table["status"], "failed"))
+    wanted = failed.slice(0, max(0, MAX_LISTED_FAILURES - len(failures)))
+    failures.extend(zip(wanted["run_id"].to_pylist(), wanted["row"].to_pylist(),
+                        (error or "" for error in wanted["error"].to_pylist()), strict=True))
+    return failed.num_rows
+
+
+def _runs_table(runs: dict[str, RunCounts], records: dict[str, RunRecord]) -> Table:
+    view = Table("run", "manifest rows", "recorded", *STATUSES, "worse than start", "outcome", "started (UTC)",
+                 "ended (UTC)", "seconds")
+    for run in sorted(runs.keys() | records.keys()):
+        counts, record = runs.get(run, RunCounts()), records.get(run)
+        started = record.started_at if record else counts.started
+        ended = (record.ended_at or (record.heartbeat_at if record.state() != "running" else None)) if record \
+            else counts.finished
+        seconds = f"{(ended - started).total_seconds():.0f}" if started and ended else ""
+        view.add_row(run, str(record.rows) if record else "", str(sum(counts.statuses.values())),
+                     *(str(counts.statuses.get(status, 0)) for status in STATUSES), str(counts.worse_than_start),
+                     _outcome(record), _time(started), _time(ended), seconds)
     return view
+
+
+def _outcome(record: RunRecord | None) -> str:
+    if record is None:
+        return "(no run record)"
+    state = record.state()
+    if state == "not finished":
+        return f"[red]not finished[/] (no sign of life since {_time(record.heartbeat_at)})"
+    return {"finished": "[green]finished[/]", "running": "[yellow]running[/]",
+            "interrupted": "[yellow]interrupted[/]", "stopped": "[red]stopped[/]"}.get(state, state)
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""

@@ -42,7 +42,8 @@ def test_a_good_row_writes_its_image_and_a_full_record(processor, tmp_path):
     assert Image.open(tmp_path / "out.png").size == (32, 21)
     assert result["loss_total"] == pytest.approx(result["loss_global"] + result["loss_local"]
                                                  + result["loss_content"])
-    assert result["evaluations"] == 3 and result["iters"] == 3 and result["device"] == "cpu"
+    assert result["evaluations"] == 4 and result["iters"] == 3 and result["device"] == "cpu"  # the start + 3 steps
+    assert result["worse_than_start"] is False and result["rejected_steps"] >= 0
     assert min(result["load_seconds"], result["synthesis_seconds"], result["write_seconds"]) >= 0
     assert result["started_at"] <= result["finished_at"] and result["stylebatch_version"]
     assert json.loads(result["params"]) == json.loads(json.dumps(params_fingerprint(TINY)))
