@@ -25,8 +25,10 @@ ALLOWED = {
     "stylecore": (),
     "storage": TORCH_FREE_STYLECORE,
     "batch": ("pipeline.storage", "stylecore"),
-    # The reports read results tables through the batch engine's reader and schema.
-    "reports": ("pipeline.storage", "stylecore", "pipeline.batch.results"),
+    # The reports read results tables and run records through the batch engine's readers and schema,
+    # and the parameter columns and presets from its one table of them.
+    "reports": ("pipeline.storage", "stylecore", "pipeline.batch.results", "pipeline.batch.runs",
+                "pipeline.batch.columns"),
     "cli": ("pipeline.batch", "pipeline.reports", "pipeline.storage", "stylecore"),
 }
 # stylecore is the algorithm alone: no cluster, storage, table or terminal libraries.

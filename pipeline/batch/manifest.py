@@ -21,14 +21,14 @@ from typing import Any, BinaryIO, NamedTuple, cast
 
 import pyarrow.parquet as pq
 
-from pipeline.batch.columns import MANIFEST_PARAMETERS, ParameterColumn
+from pipeline.batch.columns import MANIFEST_PARAMETERS, ParameterColumn, preset_settings
 from pipeline.batch.naming import derived_output_name
 from pipeline.storage.store import Location, Storage, parse_location
 from stylecore import FusionParams
 from stylecore.imageio import image_format_for
 
 REQUIRED_COLUMNS = ("content", "style")
-KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "output", *(column.name for column in MANIFEST_PARAMETERS))
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "output", "preset", *(column.name for column in MANIFEST_PARAMETERS))
 PARQUET_BATCH_ROWS = 4096
 
 
@@ -195,7 +195,8 @@ class RowValidator:
                  columns: tuple[str, ...] | None = None) -> None:
         """`columns`: the manifest's, if known (without a parameter column, rows need no parsing of them)."""
         self.base = manifest.parent
-        self._parameter_cells = columns is None or any(column.name in columns for column in MANIFEST_PARAMETERS)
+        self._parameter_cells = columns is None or "preset" in columns or any(
+            column.name in columns for column in MANIFEST_PARAMETERS)
         self.output_prefix = output_prefix
         self.defaults = defaults
         self.weights = weights
@@ -224,7 +225,7 @@ class RowValidator:
     def _validate(self, row: int, cells: dict[str, Any]) -> Job:
         content = self._input(cells, "content")
         style = self._input(cells, "style")
-        params: FusionParams = (self._params(*(_number(cells, column) for column in MANIFEST_PARAMETERS))
+        params: FusionParams = (self._params(_preset(cells), *(_cell(cells, column) for column in MANIFEST_PARAMETERS))
                                 if self._parameter_cells else self.defaults)
         output = self._output(cells, content, style, params)
         return Job(row, content, style, output, params)
@@ -239,11 +240,16 @@ class RowValidator:
             raise _CellError(column, str(error)) from None
         return location
 
-    def _params_for(self, *values: Any) -> FusionParams:
-        """The parameters for these manifest cells (memoised: rows mostly share them)."""
+    def _params_for(self, preset: str | None, *values: Any) -> FusionParams:
+        """The parameters for a row's preset and cells (memoised: rows mostly share them): the run's
+        defaults, then what the preset fixes, then the row's own cells."""
         overrides = {column.field: value for column, value in zip(MANIFEST_PARAMETERS, values, strict=True)}
         try:
-            return self.defaults.with_overrides(**overrides)
+            fixed = preset_settings(preset) if preset else {}
+        except ValueError as error:
+            raise _CellError("preset", str(error)) from None
+        try:
+            return self.defaults.with_overrides(**fixed).with_overrides(**overrides)
         except ValueError as error:
             field = str(error).split(" ", 1)[0]
             column_name = next((c.name for c in MANIFEST_PARAMETERS if c.field == field), "parameters")
@@ -278,12 +284,25 @@ class _CellError(Exception):
         self.column, self.reason = column, reason
 
 
-def _number(cells: dict[str, Any], column: ParameterColumn) -> Any:
+def _preset(cells: dict[str, Any]) -> str | None:
+    value = cells.get("preset")
+    return None if value is None else str(value).strip().lower() or None
+
+
+_TRUE, _FALSE = frozenset(("true", "yes", "1", "1.0")), frozenset(("false", "no", "0", "0.0"))
+
+
+def _cell(cells: dict[str, Any], column: ParameterColumn) -> Any:
     """The cell of `column` as its kind (None if empty); integral floats count as ints (Parquet
-    nulls turn integer columns into floats)."""
+    nulls turn integer columns into floats); true/false, yes/no or 1/0 for a yes-or-no column."""
     value = cells.get(column.name)
     if value is None:
         return None
+    if column.kind is bool:
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise _CellError(column.name, f"{value!r} is not true or false")
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -22,6 +22,19 @@ DEFAULTS = FusionParams()
 # The options several commands share, defined once.
 S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
                                                 help="S3-compatible endpoint URL.")]
+Paper = Annotated[bool, typer.Option("--paper", help="Start from the paper's exact settings (a1 20, a2 1e-4 on a "
+                                     "summed local term, a3 20, noise init) instead of stylebatch's defaults; "
+                                     "the other options still apply. See the README, \"Defaults\".")]
+StyleStrength = Annotated[float | None, typer.Option("--style-strength", min=0, help="Both style weights times S "
+                                                     "against the content weight: 0.5 = less style, 2 = more "
+                                                     "[default: 1].")]
+PreserveColor = Annotated[bool | None, typer.Option("--preserve-color", help="Keep the content's colours: stylize "
+                                                    "the luminance only (Gatys et al. 2017).")]
+
+
+def starting_params(paper: bool, **overrides: object) -> FusionParams:
+    """The defaults (or, with `paper`, the paper's settings) with the options given; None = not given."""
+    return (FusionParams.paper() if paper else DEFAULTS).with_overrides(**overrides)
 
 
 @app.callback()
@@ -42,10 +55,16 @@ def stylize(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the result (format from the extension)."),
     size: int = typer.Option(DEFAULTS.size, min=1, help="Longest side of the output, pixels."),
     levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
-    iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations (loss evaluations) per level."),
-    alpha_global: float = typer.Option(DEFAULTS.alpha_global, min=0, help="Weight of the global (Gram) style loss."),
-    alpha_local: float = typer.Option(DEFAULTS.alpha_local, min=0, help="Weight of the local (MRF) style loss."),
-    alpha_content: float = typer.Option(DEFAULTS.alpha_content, min=0, help="Weight of the content loss."),
+    iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS steps per level."),
+    alpha_global: float = typer.Option(None, min=0, help="Weight of the global (Gram) style loss "
+                                       f"[default: {DEFAULTS.alpha_global:g}]."),
+    alpha_local: float = typer.Option(None, min=0, help="Weight of the local (MRF) style loss "
+                                      f"[default: {DEFAULTS.alpha_local:g}]."),
+    alpha_content: float = typer.Option(None, min=0, help="Weight of the content loss "
+                                        f"[default: {DEFAULTS.alpha_content:g}]."),
+    style_strength: StyleStrength = None,
+    preserve_color: PreserveColor = None,
+    paper: Paper = False,
     tv_weight: float = typer.Option(DEFAULTS.tv_weight, min=0, help="Total-variation weight (CNNMRF used 1e-3)."),
     match_every: int = typer.Option(DEFAULTS.matching.match_every, min=1,
                                     help="Refresh local-loss matches every K evaluations (1 = exact)."),
@@ -58,9 +77,10 @@ def stylize(
     with reported_errors(context):
         from pipeline.cli.stylize import stylize_file
 
-        params = DEFAULTS.with_overrides(alpha_global=alpha_global, alpha_local=alpha_local,
-                                         alpha_content=alpha_content, tv_weight=tv_weight, levels=levels, size=size,
-                                         iterations=iters, match_every=match_every, seed=seed)
+        params = starting_params(paper, alpha_global=alpha_global, alpha_local=alpha_local,
+                                 alpha_content=alpha_content, style_strength=style_strength,
+                                 preserve_color=preserve_color, tv_weight=tv_weight, levels=levels, size=size,
+                                 iterations=iters, match_every=match_every, seed=seed)
         stylize_file(content, style, output, params, device=device, weights=weights, force=force)
 
 
@@ -89,9 +109,15 @@ def submit(
     iters: int = typer.Option(None, "--iters", min=1,
                               help=f"Default iterations per level [default: {DEFAULTS.iterations}]."),
     seed: int = typer.Option(None, "--seed", help=f"Default seed [default: {DEFAULTS.seed}]."),
-    alpha_global: float = typer.Option(None, "--alpha-global", min=0, help="Default global weight [default: 20]."),
-    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="Default local weight [default: 1e-4]."),
-    alpha_content: float = typer.Option(None, "--alpha-content", min=0, help="Default content weight [default: 20]."),
+    alpha_global: float = typer.Option(None, "--alpha-global", min=0,
+                                       help=f"Default global weight [default: {DEFAULTS.alpha_global:g}]."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0,
+                                      help=f"Default local weight [default: {DEFAULTS.alpha_local:g}]."),
+    alpha_content: float = typer.Option(None, "--alpha-content", min=0,
+                                        help=f"Default content weight [default: {DEFAULTS.alpha_content:g}]."),
+    style_strength: StyleStrength = None,
+    preserve_color: PreserveColor = None,
+    paper: Paper = False,
     match_every: int = typer.Option(None, "--match-every", min=1,
                                     help="Refresh local-loss matches every K evaluations (1 = exact)."),
     weights: str = typer.Option("caffe", help="caffe (offline), torchvision (downloads) or a .pth path "
@@ -117,9 +143,10 @@ def submit(
         manifest_location = parse_location(manifest)
         output_location = parse_location(output or f"out/{Path(manifest_location.name).stem}")
         results_location = parse_location(results) if results else output_location.child("_results")
-        defaults = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, seed=seed,
-                                           alpha_global=alpha_global, alpha_local=alpha_local,
-                                           alpha_content=alpha_content, match_every=match_every)
+        defaults = starting_params(paper, size=size, levels=levels, iterations=iters, seed=seed,
+                                   alpha_global=alpha_global, alpha_local=alpha_local, alpha_content=alpha_content,
+                                   style_strength=style_strength, preserve_color=preserve_color,
+                                   match_every=match_every)
         config = RunConfig(manifest_location, output_location, results_location, defaults, weights, address,
                            workers, threads, retries, force, strict, s3_endpoint, retry_window,
                            gpus_per_worker=gpus_per_worker, device=device, wait_for_workers=wait_for_workers * 60)
@@ -179,10 +206,12 @@ def compare(
     size: int = typer.Option(256, min=1, help="Longest side of every result, pixels."),
     levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
     iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations per level."),
-    alpha_local: float = typer.Option(None, "--alpha-local", min=0, help="a2 of the fusion and local-only tiles "
-                                      "[default: the paper's 1e-4 scaled from 384 px to --size]."),
-    sweep: str = typer.Option("1e-1,1e-2,1e-3,1e-4,1e-5,1e-6", help="Comma-separated a2 values of the "
-                              "sweep row (a1 = a3 = 20); empty for none."),
+    alpha_global: float = typer.Option(None, "--alpha-global", min=0,
+                                       help=f"a1 of the default fusion [default: {DEFAULTS.alpha_global:g}]."),
+    alpha_local: float = typer.Option(None, "--alpha-local", min=0,
+                                      help=f"a2 of the default fusion [default: {DEFAULTS.alpha_local:g}]."),
+    strengths: str = typer.Option("0.25,0.5,1,2,4", "--strengths", help="Comma-separated style strengths of the "
+                                  "sweep row (both style weights times S); empty for none."),
     match_every: int = typer.Option(1, min=1, help="Refresh local-loss matches every K evaluations "
                                     "(1 = the paper's exact matching)."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
@@ -194,26 +223,28 @@ def compare(
     s3_endpoint: S3Endpoint = None,
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
-    """Global only, local only and fusion side by side, and an a2 sweep, with distances on every tile."""
+    """Global only, local only, the fusion at the defaults and at the paper's settings, and a style-strength
+    sweep, side by side with distances on every tile."""
     with reported_errors(context):
         from pipeline.cli.console import out, progress_bar
         from pipeline.cli.stylize import check_output_path
         from pipeline.reports.compare import compare_files, distance_table
 
-        sweep_values = _alphas(sweep, "--sweep")
-        base = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed)
+        strength_values = _numbers(strengths, "--strengths")
+        base = DEFAULTS.with_overrides(size=size, levels=levels, iterations=iters, match_every=match_every, seed=seed,
+                                       alpha_global=alpha_global, alpha_local=alpha_local)
         check_output_path(output, force)
         with progress_bar("losses") as bar:
-            sheet = compare_files(content, style, output, base, fusion_alpha_local=alpha_local, sweep=sweep_values,
-                                  tile_width=tile, device=device, weights=weights, s3_endpoint=s3_endpoint,
-                                  colors=colors, progress=bar)
+            sheet = compare_files(content, style, output, base, strengths=strength_values, tile_width=tile,
+                                  device=device, weights=weights, s3_endpoint=s3_endpoint, colors=colors,
+                                  progress=bar)
     out.print(distance_table(sheet.records), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote [bold]{output}[/] ({sheet.width}x{sheet.height}) with {sheet.syntheses} syntheses in "
                   f"{sheet.seconds:.0f} s on {sheet.device}", highlight=False)
 
 
-def _alphas(text: str, option: str) -> list[float]:
-    """Comma-separated loss weights (numbers >= 0); ValueError naming the option and the bad value."""
+def _numbers(text: str, option: str) -> list[float]:
+    """Comma-separated numbers >= 0; ValueError naming the option and the bad value."""
     values = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         try:

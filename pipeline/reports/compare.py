@@ -1,10 +1,11 @@
 """`stylebatch compare`: the paper's comparisons for one content/style pair, on one sheet.
 
-Top row: content, style, global only (a2 = 0, Gatys), local only (a1 = 0, CNNMRF) and
-the fusion (Figures 1 and 2); bottom row: the a2 sweep with a1 = a3 = 20 (Figure 8).
+Top row: content, style, global only (a2 = 0, Gatys), local only (a1 = 0, CNNMRF), the
+fusion at stylebatch's defaults (Figures 1 and 2) and the fusion at the paper's own settings
+(`FusionParams.paper()`); bottom row: the style-strength sweep (both style weights scaled).
 Every tile is measured with `stylecore.metrics.distances`: Gram and MRF distance to the
 style, content distance. One Stylizer (one VGG-19) serves every tile; a parameter set that
-appears twice (the fusion and the sweep's a2 = 1e-4 at 384 px) is synthesised once.
+appears twice (the fusion and the sweep's strength 1) is synthesised once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 from rich.progress import Progress, TaskID
 
+from pipeline.batch.columns import preset_settings
 from pipeline.reports.compare_sheet import SheetText, Tile, render
 from pipeline.reports.drawing import encode_sheet
 from pipeline.storage.store import Storage, parse_location
@@ -27,11 +29,6 @@ from stylecore.files import write_atomically
 from stylecore.images import fit_long_side, resize
 from stylecore.metrics import Distances, distances
 from stylecore.progress import ProgressCallback, SynthesisProgress
-
-# The paper's a2 = 1e-4 is tuned at CNNMRF's 384 px. The local loss sums over patches (it grows
-# with the image area) while the content and Gram losses are means, so the same balance at
-# another size needs a2 scaled by (384 / size)^2.
-PAPER_SIZE = 384
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,18 @@ class ComparisonSheet:
     device: str
 
 
-def size_matched_alpha_local(size: int, alpha_local: float = FusionParams().alpha_local) -> float:
-    """The paper's a2 rescaled so the local/content balance at `size` px equals the paper's at 384 px."""
-    return alpha_local * (PAPER_SIZE / size) ** 2
-
-
-def method_variants(base: FusionParams, fusion_alpha_local: float) -> list[Variant]:
-    """Global only, local only and the fusion (Figures 1 and 2), all with base's a1 and a3 where used."""
+def method_variants(base: FusionParams) -> list[Variant]:
+    """Global only, local only and the fusion at base's weights (Figures 1 and 2), and the fusion at
+    the paper's settings with base's size, pyramid, iterations, seed and matching."""
     return [Variant("global only (a2 = 0)", replace(base, alpha_local=0.0)),
-            Variant("local only (a1 = 0)", replace(base, alpha_global=0.0, alpha_local=fusion_alpha_local)),
-            Variant("fusion", replace(base, alpha_local=fusion_alpha_local))]
+            Variant("local only (a1 = 0)", replace(base, alpha_global=0.0)),
+            Variant("fusion (default)", base),
+            Variant("paper's settings", base.with_overrides(**preset_settings("paper")))]
 
 
-def sweep_variants(base: FusionParams, sweep: Sequence[float]) -> list[Variant]:
-    """The a2 sweep (Figure 8) at base's a1 and a3."""
-    return [Variant(f"a2 = {alpha:.0e}", replace(base, alpha_local=alpha)) for alpha in sweep]
+def strength_variants(base: FusionParams, strengths: Sequence[float]) -> list[Variant]:
+    """The style-strength sweep: both style weights scaled against the content weight."""
+    return [Variant(f"strength {strength:g}", replace(base, style_strength=strength)) for strength in strengths]
 
 
 class Comparison:
@@ -133,15 +127,14 @@ def load_input(text: str, storage: Storage) -> tuple[Image.Image, str]:
     return load_image(storage.read_bytes(location), name=str(location)), location.name
 
 
-def compare_files(content: str, style: str, output: Path, base: FusionParams, *, fusion_alpha_local: float | None,
-                  sweep: Sequence[float], tile_width: int | None, device: str, weights: str,
-                  s3_endpoint: str | None, colors: int = 0, progress: Progress | None = None) -> ComparisonSheet:
+def compare_files(content: str, style: str, output: Path, base: FusionParams, *, strengths: Sequence[float],
+                  tile_width: int | None, device: str, weights: str, s3_endpoint: str | None, colors: int = 0,
+                  progress: Progress | None = None) -> ComparisonSheet:
     """Synthesise every tile and write the sheet to `output` (replacing any file there).
 
-    `base` holds the size, levels, iterations, matching mode and seed of every tile and a1 = a3;
-    `fusion_alpha_local` defaults to the paper's a2 scaled to `base.size` (see PAPER_SIZE); `colors`
-    makes a PNG a palette image (see `pipeline.reports.drawing.encode_sheet`); `progress`: see
-    `Comparison.run`.
+    `base` holds the weights of the fusion and every setting the tiles share; `strengths` the
+    sweep row's style strengths (may be empty); `colors` makes a PNG a palette image (see
+    `pipeline.reports.drawing.encode_sheet`); `progress`: see `Comparison.run`.
     """
     if base.size is None:
         raise ValueError("compare needs an output size")
@@ -152,21 +145,21 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
         plan_levels((content_image.height, content_image.width), (style_image.height, style_image.width), base)
     except ImageTooSmallError as error:
         raise error.naming(content, style) from None
-    alpha_local = size_matched_alpha_local(base.size) if fusion_alpha_local is None else fusion_alpha_local
     stylizer = Stylizer(weights, device)
     comparison = Comparison(stylizer, content_image, style_image)
-    methods, sweeps = method_variants(base, alpha_local), sweep_variants(base, sweep)
+    methods, sweeps = method_variants(base), strength_variants(base, strengths)
     started = time.perf_counter()
     tiles = comparison.run([*methods, *sweeps], progress)
     method_tiles, sweep_tiles = tiles[: len(methods)], tiles[len(methods):]
     inputs = comparison.input_tiles(base, like=method_tiles[-1].image)
     unique = len({tile.params for tile in tiles})
     text = SheetText(
-        title=f"{content_name} + {style_name}: global vs local vs fusion (paper Figs. 1, 2)"
-              + (" and the a2 sweep (Fig. 8)" if sweep else ""),
-        row_headings=("inputs, then each loss alone and the fusion", f"a2 sweep, a1 = a3 = {base.alpha_global:g}"),
-        legend=legend(base, method_tiles[-1].image, alpha_local, fusion_alpha_local is None,
-                      f"{weights} VGG-19 on {stylizer.device}", unique, time.perf_counter() - started))
+        title=f"{content_name} + {style_name}: global vs local vs fusion (paper Figs. 1, 2), default vs the paper"
+              + (" and the style-strength sweep" if strengths else ""),
+        row_headings=("inputs, each loss alone, the fusion at the defaults and at the paper's settings",
+                      "style strength: both style weights times S"),
+        legend=legend(base, method_tiles[-1].image, f"{weights} VGG-19 on {stylizer.device}", unique,
+                      time.perf_counter() - started))
     sheet, metadata = render([*inputs, *method_tiles], sweep_tiles, text, tile_width or min(base.size, 256),
                              {"content": content_name, "style": style_name})
     write_atomically(output, encode_sheet(sheet, output.name, metadata, colors))
@@ -174,15 +167,15 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
                            str(stylizer.device))
 
 
-def legend(base: FusionParams, result: torch.Tensor, alpha_local: float, scaled: bool, network: str,
-           syntheses: int, seconds: float) -> list[str]:
+def legend(base: FusionParams, result: torch.Tensor, network: str, syntheses: int, seconds: float) -> list[str]:
     """The settings every tile shares, written beside the tiles so the sheet explains itself."""
     height, width = result.shape[-2:]
     every = base.matching.match_every
     matching = "exact patch matching (match_every 1)" if every == 1 else f"approximate matching (match_every {every})"
-    scale_note = f"(paper 1e-4 at {PAPER_SIZE} px, scaled)" if scaled else "(as given)"
+    paper = FusionParams.paper()
     return [f"{width}x{height} px, {base.levels} levels x {base.iterations} iters", matching,
-            f"a1 = a3 = {base.alpha_global:g}", f"fusion a2 = {alpha_local:.2e}", scale_note,
+            f"default: local term a {base.local_normalization} over patches, {base.init} init",
+            f"paper: local term a {paper.local_normalization} over patches, {paper.init} init",
             f"seed {base.seed}, {network}", f"{syntheses} syntheses in {seconds / 60:.1f} min",
             "distances: lower = closer"]
 
@@ -190,10 +183,11 @@ def legend(base: FusionParams, result: torch.Tensor, alpha_local: float, scaled:
 def distance_table(records: list[dict[str, Any]]) -> str:
     """The tiles' alphas and distances as a Markdown table: whole numbers at any terminal width, and
     ready to paste into documentation."""
-    lines = ["| tile | a1 | a2 | a3 | Gram | MRF | content | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| tile | a1 | a2 | a3 | strength | Gram | MRF | content | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for record in records:
         alphas = [("" if record[name] is None else f"{record[name]:g}")
-                  for name in ("alpha_global", "alpha_local", "alpha_content")]
+                  for name in ("alpha_global", "alpha_local", "alpha_content", "style_strength")]
         cells = [record["label"], *alphas, f"{record['gram']:.4g}", f"{record['mrf']:.4g}",
                  f"{record['content']:.4g}", f"{record['seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,4 +1,4 @@
-"""Laying out a comparison as one image: a row of inputs and methods, a row for the a2 sweep.
+"""Laying out a comparison as one image: a row of inputs and methods, a row for the strength sweep.
 
 Each tile is its image over a caption (label, alphas, the three distances). The PNG also
 carries what it shows as JSON (see `pipeline.reports.drawing.encode_sheet`): every tile's label,
@@ -48,6 +48,9 @@ def tile_record(tile: Tile) -> dict[str, Any]:
             "alpha_global": params.alpha_global if params else None,
             "alpha_local": params.alpha_local if params else None,
             "alpha_content": params.alpha_content if params else None,
+            "style_strength": params.style_strength if params else None,
+            "local_normalization": params.local_normalization if params else None,
+            "init": params.init if params else None,
             "gram": tile.distances.gram, "mrf": tile.distances.mrf, "content": tile.distances.content,
             "seconds": round(tile.seconds, 2)}
 
@@ -64,9 +67,11 @@ def caption(tile: Tile, name: str | None = None) -> list[tuple[str, tuple[int, i
     if tile.params is None:
         second = name or ""
     else:
-        alpha_local = tile.params.alpha_local
-        second = (f"a1 {tile.params.alpha_global:g} · a2 {f'{alpha_local:.1e}' if alpha_local else '0'} · "
-                  f"a3 {tile.params.alpha_content:g}")
+        params = tile.params
+        alpha_local = f"{params.alpha_local:.1e}" if 0 < params.alpha_local < 0.01 else f"{params.alpha_local:g}"
+        strength = f" · S {params.style_strength:g}" if params.style_strength != 1 else ""
+        second = f"a1 {params.alpha_global:g} · a2 {alpha_local} ({params.local_normalization}) · " \
+                 f"a3 {params.alpha_content:g}{strength}"
     distances = tile.distances
     return [(tile.label, INK), (second, MUTED), (f"Gram {distances.gram:.3g}", INK),
             (f"MRF {distances.mrf:.3g}", INK), (f"content {distances.content:.3g}", INK)]

@@ -19,6 +19,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from pipeline.batch.columns import PARAMETER_COLUMNS
 from pipeline.reports.thumbnails import Thumbnail, file_name
 
 
@@ -32,10 +33,7 @@ def _template(name: str) -> str:
 _STYLE, _SCRIPT = _template("report.css"), _template("report.js")
 _HEAD, _TAIL, _CARD = (Template(_template(name)) for name in ("head.html", "tail.html", "card.html"))
 
-_PARAMETERS = (("a1", "alpha_global"), ("a2", "alpha_local"), ("a3", "alpha_content"), ("tv", "tv_weight"),
-               ("size", "size"), ("levels", "levels"), ("iters", "iters"), ("seed", "seed"),
-               ("match", "match_every"), ("search", "search_dim"), ("rerank", "search_candidates"),
-               ("step", "search_step"), ("weights", "weights"))
+_PARAMETERS = (*((column.label or column.name, column.name) for column in PARAMETER_COLUMNS), ("weights", "weights"))
 _LOSSES = (("global", "loss_global"), ("local", "loss_local"), ("content", "loss_content"),
            ("total", "loss_total"))
 

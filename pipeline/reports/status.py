@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from pipeline.batch.results import STATUSES, iter_results
 from pipeline.batch.runs import RunRecord, read_runs
@@ -34,7 +33,8 @@ class RunCounts:
 
 
 def print_status(out: Console, results: Location, run_id: str | None = None, s3_endpoint: str | None = None) -> bool:
-    """Print one line per run (counts, manifest rows, outcome, times), then the failures, on `out`.
+    """Print one line per run (outcome, manifest rows, counts per status, rows worse than their start,
+    start, seconds), notes on runs that did not finish, then the failures, on `out`.
 
     False if there is nothing for `run_id` (or at all) in `results`.
     """
@@ -51,7 +51,10 @@ def print_status(out: Console, results: Location, run_id: str | None = None, s3_
                if not run_id or record.run_id == run_id}
     if not runs and not records:
         return False
-    out.print(_runs_table(runs, records))
+    for line in _run_lines(runs, records):
+        out.print(line, highlight=False)
+    for note in _notes(records):
+        out.print(note, highlight=False)
     for run, row, error in sorted(failures):
         out.print(f"[red]failed[/] run {run} row {row}: {escape(error)}", highlight=False)
     if failed_total > len(failures):
@@ -82,33 +85,42 @@ def _count(batch: pa.RecordBatch, runs: dict[str, RunCounts], failures: list[tup
     wanted = failed.slice(0, max(0, MAX_LISTED_FAILURES - len(failures)))
     failures.extend(zip(wanted["run_id"].to_pylist(), wanted["row"].to_pylist(),
                         (error or "" for error in wanted["error"].to_pylist()), strict=True))
-    return failed.num_rows
+    return int(failed.num_rows)
 
 
-def _runs_table(runs: dict[str, RunCounts], records: dict[str, RunRecord]) -> Table:
-    view = Table("run", "manifest rows", "recorded", *STATUSES, "worse than start", "outcome", "started (UTC)",
-                 "ended (UTC)", "seconds")
+def _run_lines(runs: dict[str, RunCounts], records: dict[str, RunRecord]) -> list[str]:
+    """One line per run (any terminal width, a pipe, grep): its outcome, manifest rows, rows recorded by
+    status, rows worse than their start, start and duration."""
+    lines = []
     for run in sorted(runs.keys() | records.keys()):
         counts, record = runs.get(run, RunCounts()), records.get(run)
         started = record.started_at if record else counts.started
         ended = (record.ended_at or (record.heartbeat_at if record.state() != "running" else None)) if record \
             else counts.finished
-        seconds = f"{(ended - started).total_seconds():.0f}" if started and ended else ""
-        view.add_row(run, str(record.rows) if record else "", str(sum(counts.statuses.values())),
-                     *(str(counts.statuses.get(status, 0)) for status in STATUSES), str(counts.worse_than_start),
-                     _outcome(record), _time(started), _time(ended), seconds)
-    return view
+        recorded = ", ".join(f"{counts.statuses.get(status, 0)} {status}" for status in STATUSES)
+        worse = f" ({counts.worse_than_start} worse than their start)" if counts.worse_than_start else ""
+        rows = f"{record.rows} manifest rows" if record else "manifest rows unknown"
+        timing = f"; started {_time(started)} UTC" if started else ""
+        if started and ended:
+            timing += f", {(ended - started).total_seconds():.0f} s"
+        lines.append(f"run [bold]{run}[/]: {_outcome(record)}, {rows}: {recorded}{worse}{timing}")
+    return lines
+
+
+def _notes(records: dict[str, RunRecord]) -> list[str]:
+    """What the table's columns leave out: since when a run that is not finished gave no sign of life."""
+    return [f"run {record.run_id}: not finished; no sign of life from its driver since "
+            f"{_time(record.heartbeat_at)} UTC (killed?); the next run on these results recovers its rows"
+            for record in records.values() if record.state() == "not finished"]
 
 
 def _outcome(record: RunRecord | None) -> str:
     if record is None:
-        return "(no run record)"
+        return "no run record"
     state = record.state()
-    if state == "not finished":
-        return f"[red]not finished[/] (no sign of life since {_time(record.heartbeat_at)})"
-    return {"finished": "[green]finished[/]", "running": "[yellow]running[/]",
+    return {"finished": "[green]finished[/]", "running": "[yellow]running[/]", "not finished": "[red]not finished[/]",
             "interrupted": "[yellow]interrupted[/]", "stopped": "[red]stopped[/]"}.get(state, state)
 
 
 def _time(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""

@@ -43,15 +43,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
 from pipeline.storage.errors import StorageError
+from pipeline.storage.location import Location
 from pipeline.storage.secrets import redact
 
-if TYPE_CHECKING:
-    from pipeline.storage.store import Location, Storage
+T = TypeVar("T")
+
+
+class Storage(Protocol):
+    """What the S3 lease needs of `pipeline.storage.store.Storage` (which imports this module)."""
+
+    def client(self) -> Any: ...
+
+    def call(self, location: Location, action: Callable[[], T], *, window: float | None = None) -> T: ...
 
 LEASE_NAME = ".stylebatch-lease"
 _CLOCK_RESOLUTION_S = 1.0  # Last-Modified and Date have whole seconds

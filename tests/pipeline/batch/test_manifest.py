@@ -99,6 +99,9 @@ def test_missing_required_columns_and_unknown_columns(tmp_path):
     ({"output": "/etc/passwd.png"}, "output", "absolute path"),
     ({"output": "s3://other/x.png"}, "output", "is a URI"),
     ({"output": "result.txt"}, "output", "unknown or unwritable image extension"),
+    ({"preset": "gatys"}, "preset", "'gatys' is not a preset: use default or paper"),
+    ({"preserve_color": "maybe"}, "preserve_color", "'maybe' is not true or false"),
+    ({"style_strength": "-2"}, "style_strength", "is negative"),
 ])
 def test_each_kind_of_bad_row_names_its_column_and_reason(tmp_path, cells, column, reason):
     row = {"content": "a.png", "style": "b.png"} | cells
@@ -143,6 +146,22 @@ def test_cells_override_command_defaults_and_paths_resolve_against_the_manifest(
     assert job.style == Location("s3", "bucket", "b.jpg")
     assert (job.params.alpha_local, job.params.size, job.params.iterations, job.params.seed) == (1e-3, 64, 7, 5)
     assert job.output.path.startswith(str(tmp_path / "out") + "/") and job.output.name.endswith(".png")
+
+
+def test_a_preset_column_picks_the_papers_settings_or_the_defaults_and_the_rows_cells_still_apply(tmp_path):
+    run_defaults = FusionParams(size=128).with_overrides(style_strength=2.0)
+    check = validator(tmp_path, run_defaults)
+    cells = {"content": "a.png", "style": "b.png"}
+    paper, default, own = (check(row, cells | more) for row, more in enumerate((
+        {"preset": "Paper"}, {"preset": "default"},
+        {"preset": "paper", "alpha_local": "2e-4", "preserve_color": "yes"})))
+    assert isinstance(paper, Job) and isinstance(default, Job) and isinstance(own, Job)
+    assert paper.params == FusionParams.paper().with_overrides(size=128, style_strength=2.0), \
+        "the preset fixes what the two differ in; the run's other settings stay"
+    assert default.params == run_defaults
+    assert (own.params.alpha_local, own.params.preserve_color, own.params.local_normalization) == (2e-4, True, "sum")
+    unset = check(4, cells | {"preset": None, "preserve_color": "0", "style_strength": "0.5"})
+    assert isinstance(unset, Job) and unset.params == run_defaults.with_overrides(style_strength=0.5)
 
 
 def test_derived_names_are_stable_and_change_with_inputs_and_parameters():

@@ -61,6 +61,7 @@ def test_submit_on_the_embedded_default_runs_the_demo_manifest_then_status_summa
 
     status = stylebatch("status", str(output / "_results"))
     assert status.returncode == 0
-    assert table["run_id"][0].as_py()[:12] in status.stdout and "failed" in status.stdout
+    assert (f"run {table['run_id'][0].as_py()}: finished, 3 manifest rows: 3 ok, 0 skipped, 0 failed; started"
+            in " ".join(status.stdout.split()))
     missing = stylebatch("status", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "no results found" in missing.stderr

@@ -1,5 +1,6 @@
-"""`stylebatch compare` as a user runs it: the sheet has the paper's tiles in the paper's order, and
-the distances written on it are the ones `stylecore.metrics.distances` gives for the same syntheses."""
+"""`stylebatch compare` as a user runs it: the sheet has the paper's tiles in the paper's order, the
+default beside the paper's settings and the style-strength sweep, and the distances written on it
+are the ones `stylecore.metrics.distances` gives for the same syntheses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import pytest
 from PIL import Image
 
-from pipeline.reports.compare import size_matched_alpha_local
 from pipeline.reports.drawing import BACKGROUND, fitted
 from stylecore import FusionParams, Stylizer, image_to_tensor, load_image, tensor_to_image
 from stylecore.metrics import distances
@@ -17,8 +17,10 @@ from tests.pipeline.conftest import stylebatch
 
 CAT, ZEBRA = IMAGES / "content/cat_chelsea.png", IMAGES / "style/texture_zebra.jpg"
 SIZE, ITERS = 32, 3
-METHODS = ["content", "style", "global only (a2 = 0)", "local only (a1 = 0)", "fusion"]
-SWEEP = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+METHODS = ["content", "style", "global only (a2 = 0)", "local only (a1 = 0)", "fusion (default)", "paper's settings"]
+STRENGTHS = [0.25, 0.5, 1, 2, 4]
+DEFAULT, PAPER = FusionParams(), FusionParams.paper()
+SETTINGS = ("alpha_global", "alpha_local", "alpha_content", "style_strength", "local_normalization", "init")
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +36,33 @@ def sheet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Image.Image, dict, 
     return image, json.loads(image.text["stylebatch"]), done.stdout
 
 
-def test_sheet_lays_out_inputs_methods_and_the_a2_sweep_in_two_rows(sheet):
+def settings(params: FusionParams, **changes: object) -> tuple:
+    return tuple(changes.get(name, getattr(params, name)) for name in SETTINGS)
+
+
+def test_sheet_lays_out_inputs_methods_and_the_strength_sweep_in_two_rows(sheet):
     image, metadata, stdout = sheet
     tiles = metadata["tiles"]
-    assert [tile["label"] for tile in tiles] == METHODS + [f"a2 = {alpha:.0e}" for alpha in SWEEP]
-    top, bottom = tiles[:5], tiles[5:]
+    assert [tile["label"] for tile in tiles] == METHODS + [f"strength {strength:g}" for strength in STRENGTHS]
+    top, bottom = tiles[:6], tiles[6:]
     for row in (top, bottom):
         assert len({tile["box"][1] for tile in row}) == 1, "a row's tiles share their top edge"
         lefts = [tile["box"][0] for tile in row]
         assert lefts == sorted(lefts) and len(set(lefts)) == len(lefts)
     assert bottom[0]["box"][1] > top[0]["box"][1] + top[0]["box"][3]
-    by_label = {tile["label"]: tile for tile in tiles}
-    fusion_a2 = size_matched_alpha_local(SIZE)
-    assert (by_label["global only (a2 = 0)"]["alpha_global"], by_label["global only (a2 = 0)"]["alpha_local"]) \
-        == (20.0, 0.0)
-    assert (by_label["local only (a1 = 0)"]["alpha_global"], by_label["local only (a1 = 0)"]["alpha_local"]) \
-        == (0.0, pytest.approx(fusion_a2))
-    assert by_label["fusion"]["alpha_local"] == pytest.approx(fusion_a2)
-    assert [(tile["alpha_global"], tile["alpha_local"], tile["alpha_content"]) for tile in bottom] == \
-        [(20.0, alpha, 20.0) for alpha in SWEEP]
+    shown = {tile["label"]: tuple(tile[name] for name in SETTINGS) for tile in tiles[2:]}
+    assert shown["global only (a2 = 0)"] == settings(DEFAULT, alpha_local=0.0)
+    assert shown["local only (a1 = 0)"] == settings(DEFAULT, alpha_global=0.0)
+    assert shown["fusion (default)"] == settings(DEFAULT)
+    assert shown["paper's settings"] == settings(PAPER) == (20.0, 1e-4, 20.0, 1.0, "sum", "noise")
+    assert [shown[tile["label"]] for tile in bottom] == [settings(DEFAULT, style_strength=s) for s in STRENGTHS]
     for tile in tiles:
         assert tile["label"] in stdout, "the printed table lists every tile"
         left, top_edge, width, height = tile["box"]
         caption = image.convert("RGB").crop((left, top_edge + height + 2, left + width, top_edge + height + 60))
         assert caption.getcolors(4096) != [(caption.width * caption.height, BACKGROUND)], \
             f"{tile['label']}: the caption under the tile is empty"
-    assert image.size[0] < 2000 and image.size[1] < 800
+    assert image.size[0] < 2200 and image.size[1] < 800
 
 
 def test_tiles_show_the_syntheses_and_carry_the_distances_of_stylecore_metrics(sheet):
@@ -72,7 +75,7 @@ def test_tiles_show_the_syntheses_and_carry_the_distances_of_stylecore_metrics(s
     synthesized = [tile for tile in metadata["tiles"] if tile["alpha_global"] is not None]
     assert len(synthesized) == 9
     for tile in synthesized:
-        params = base.with_overrides(alpha_global=tile["alpha_global"], alpha_local=tile["alpha_local"])
+        params = base.with_overrides(**{name: tile[name] for name in SETTINGS})
         result = stylizer(content, style, params).image
         measured = distances(stylizer.extractor, result, content, style, params)
         assert (tile["gram"], tile["mrf"], tile["content"]) == pytest.approx(
@@ -86,20 +89,14 @@ def test_tiles_show_the_syntheses_and_carry_the_distances_of_stylecore_metrics(s
     assert content_tile["content"] == 0 and content_tile["gram"] > 0 and content_tile["mrf"] > 0
 
 
-def test_fusion_alpha_local_keeps_the_papers_balance_at_other_sizes():
-    assert size_matched_alpha_local(384) == pytest.approx(1e-4)
-    assert size_matched_alpha_local(192) == pytest.approx(4e-4)
-    assert size_matched_alpha_local(768, 2e-4) == pytest.approx(5e-5)
-
-
 def test_compare_refuses_bad_requests_before_any_synthesis(tmp_path):
     existing = tmp_path / "sheet.png"
     existing.write_bytes(b"keep me")
     cases = [
         ((str(CAT), str(ZEBRA), "-o", str(existing)), "exists; pass --force to overwrite it"),
         ((str(tmp_path / "nope.png"), str(ZEBRA), "-o", str(tmp_path / "a.png")), "nope.png: no such file"),
-        ((str(CAT), str(ZEBRA), "-o", str(tmp_path / "b.png"), "--sweep", "1e-3,x"),
-         "--sweep: 'x' is not a number >= 0"),
+        ((str(CAT), str(ZEBRA), "-o", str(tmp_path / "b.png"), "--strengths", "1,x"),
+         "--strengths: 'x' is not a number >= 0"),
         ((str(CAT), str(ZEBRA), "-o", str(tmp_path / "c.unknown")), "unknown or unwritable image extension"),
     ]
     for args, message in cases:
@@ -111,10 +108,10 @@ def test_compare_refuses_bad_requests_before_any_synthesis(tmp_path):
 def test_an_empty_sweep_gives_the_methods_row_alone(tmp_path):
     output = tmp_path / "methods.png"
     done = stylebatch("compare", str(CAT), str(ZEBRA), "-o", str(output), "--size", str(SIZE), "--levels", "1",
-                      "--iters", "1", "--sweep", "", "--device", "cpu")
+                      "--iters", "1", "--strengths", "", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     metadata = json.loads(Image.open(output).text["stylebatch"])
     assert [tile["label"] for tile in metadata["tiles"]] == METHODS
-    assert "sweep" not in metadata["title"]
+    assert "strength" not in metadata["title"]
     lowest_tile_edge = max(tile["box"][1] + tile["box"][3] for tile in metadata["tiles"])
     assert Image.open(output).height < lowest_tile_edge + 150, "no empty sweep row below the methods"
