@@ -91,12 +91,15 @@ def main() -> None:
 
     print_machine()
     stylizer = Stylizer("caffe", "auto")
+    defaults: dict[tuple[str, int], Measured] = {}  # the main table's default results, reused by the size table
     if args.settings:
         rows = []
         for pair in args.pairs:
             for name in args.settings:
                 params = replace(SETTINGS[name], size=args.size, **pyramid)
                 found = measure(stylizer, pair, params, args.output_dir, name)
+                if name == "default":
+                    defaults[pair, args.size] = found
                 luma = (f"{found.luma_ratios.gram:.3f} / {found.luma_ratios.mrf:.3f}"
                         if found.luma_ratios is not None else "")
                 rows.append([pair, name, f"{found.structure:.2f}", f"{found.ratios.gram:.3f}",
@@ -109,8 +112,9 @@ def main() -> None:
     if args.sizes:
         size_rows = []
         for pair in args.size_pairs or args.pairs:
-            per_size = [measure(stylizer, pair, replace(FusionParams(), size=size, **pyramid), args.output_dir,
-                                "default") for size in args.sizes]
+            per_size = [defaults.get((pair, size))
+                        or measure(stylizer, pair, replace(FusionParams(), size=size, **pyramid), args.output_dir,
+                                   "default") for size in args.sizes]
             for size, found in zip(args.sizes, per_size, strict=True):
                 size_rows.append([pair, str(size), f"{found.structure:.2f}", f"{found.ratios.gram:.3f}",
                                   f"{found.ratios.mrf:.2f}", f"{found.seconds:.0f}"])
