@@ -17,11 +17,15 @@ TERMS = ("global", "local", "content", "tv")
 class FusionObjective:
     """alpha_1 L_global + alpha_2 L_local + alpha_3 L_content (+ TV) for images in network space.
 
+    Both style weights are times `params.style_strength`; the local term is the paper's sum,
+    or that times 2 / (C*H*W) of the local layer's map (`params.local_normalization` "mean",
+    the content MSE's scale at every size).
+
     Targets (Gram matrices, the style patch bank, content features) are computed once, at
     construction, and only for terms whose weight is not zero: a Gatys-only objective
-    (alpha_local = 0) holds no patch bank and never searches, one with alpha_global = 0 no
+    (local weight 0) holds no patch bank and never searches, one with global weight 0 no
     Gram matrices, and the style image is not even passed through VGG when neither style term
-    is on. The loss modules of the terms that are off are None.
+    is on (style_strength 0 turns both off). The loss modules of the terms that are off are None.
     """
 
     def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor,
@@ -32,15 +36,15 @@ class FusionObjective:
         style's device, within `params.matching.search_budget_bytes`).
         """
         self.extractor, self.params = extractor, params
-        global_layers = params.global_layers if params.alpha_global > 0 else ()
-        style_layers = (*global_layers, *((params.local_layer,) if params.alpha_local > 0 else ()))
+        global_layers = params.global_layers if params.global_weight > 0 else ()
+        style_layers = (*global_layers, *((params.local_layer,) if params.local_weight > 0 else ()))
         with torch.no_grad():
             style_features = extractor(style, tuple(dict.fromkeys(style_layers))) if style_layers else {}
             content_features = extractor(content, (params.content_layer,)) if params.alpha_content > 0 else {}
         self.global_loss = (GlobalStyleLoss({layer: style_features[layer] for layer in global_layers})
                             if global_layers else None)
         self.local_loss = None
-        if params.alpha_local > 0:
+        if params.local_weight > 0:
             self.local_loss = LocalStyleLoss(
                 style_features[params.local_layer], size=params.patch_size, stride=params.patch_stride,
                 matching=params.matching, evaluations=params.iterations + 1, search=search)
@@ -58,13 +62,21 @@ class FusionObjective:
         features = self.extractor(image, self.layers) if self.layers else {}
         zero = image.new_zeros(())
         return {
-            "global": params.alpha_global * self.global_loss(features) if self.global_loss is not None else zero,
-            "local": (params.alpha_local * self.local_loss(features[params.local_layer], final=final)
+            "global": params.global_weight * self.global_loss(features) if self.global_loss is not None else zero,
+            "local": (self._local_weight(features[params.local_layer])
+                      * self.local_loss(features[params.local_layer], final=final)
                       if self.local_loss is not None else zero),
             "content": (params.alpha_content * self.content_loss(features[params.content_layer])
                         if self.content_loss is not None else zero),
             "tv": params.tv_weight * total_variation(image) if params.tv_weight > 0 else zero,
         }
+
+    def _local_weight(self, features: torch.Tensor) -> float:
+        """The local term's weight for (1, C, H, W) local-layer features: the summed loss's, or for
+        "mean" that times 2 / (C*H*W) (a2_mean = a2_sum * C*H*W / 2)."""
+        if self.params.local_normalization == "sum":
+            return self.params.local_weight
+        return self.params.local_weight * 2.0 / features[0].numel()
 
 
 def stack_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:

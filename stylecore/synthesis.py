@@ -9,12 +9,13 @@ until the synthesis ends (unless a progress callback reads the losses).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
 
 from stylecore.allocator import release_retained_memory, retain_freed_memory
+from stylecore.color import luminance_image, with_content_color
 from stylecore.imageio import ImageError
 from stylecore.images import fit_long_side, image_to_tensor, resize, tensor_to_image
 from stylecore.lbfgs import Minimum, minimize
@@ -162,15 +163,31 @@ class Stylizer:
 
     def __call__(self, content: ImageInput, style: ImageInput, params: FusionParams | None = None,
                  callback: ProgressCallback | None = None) -> SynthesisResult:
-        """Stylize `content` with `style`; returns an image of the content's aspect ratio."""
+        """Stylize `content` with `style`; returns an image of the content's aspect ratio.
+
+        With `params.preserve_color`, the luminances are stylized (`stylecore.color`) and the
+        result takes the content's colours; its `losses` are then those of the luminance synthesis.
+        """
         params = params or FusionParams()
         started = time.perf_counter()
         content_rgb = as_image_tensor(content).to(self.device)
         style_rgb = as_image_tensor(style).to(self.device)
+        if not params.preserve_color:
+            return self._synthesize(content_rgb, style_rgb, params, callback, started)
+        result = self._synthesize(luminance_image(content_rgb), luminance_image(style_rgb, content_rgb), params,
+                                  callback, started)
+        colored = with_content_color(result.image, content_rgb.cpu())
+        return replace(result, image=colored, seconds=time.perf_counter() - started)
+
+    def _synthesize(self, content_rgb: torch.Tensor, style_rgb: torch.Tensor, params: FusionParams,
+                    callback: ProgressCallback | None, started: float) -> SynthesisResult:
+        """The pyramid of L-BFGS levels for (1, 3, H, W) RGB 0..1 images on this device."""
         levels = plan_levels((content_rgb.shape[-2], content_rgb.shape[-1]), (style_rgb.shape[-2], style_rgb.shape[-1]),
                              params)
         normalize = self.extractor.normalization
         image = initial_image(levels[0], params, normalize, self.device)
+        if params.init == "content":
+            image = image + normalize(resize(content_rgb, levels[0].height, levels[0].width))
         rejected = torch.zeros((), dtype=torch.long, device=self.device)
         evaluations = 0
         for number, level in enumerate(levels, start=1):
@@ -216,8 +233,9 @@ class Stylizer:
 
 
 def initial_image(level: Level, params: FusionParams, normalize: Normalization, device: torch.device) -> torch.Tensor:
-    """The image the coarsest level starts from, in network space: small seeded noise around the
-    mean pixel (CNNMRF / neural-style; `params.init_noise` is its std in 0..255 units)."""
+    """The noise the coarsest level starts from, in network space: small seeded noise around the
+    mean pixel (CNNMRF / neural-style; `params.init_noise` is its std in 0..255 units). With
+    `params.init` "content" the synthesis adds the content image to it."""
     generator = torch.Generator().manual_seed(params.seed)
     noise = torch.randn(1, 3, level.height, level.width, generator=generator)
     return (noise * params.init_noise / 255.0 / normalize.std.cpu()).to(device)

@@ -66,3 +66,42 @@ def test_a_whole_level_runs_without_reading_a_device_value(stylizer, params, sea
         objective.terms(found.point, final=True)
     expected = {"exact"} if params.matching.match_every == 1 else {"reduced", "reduced_all"}
     assert set(searches) == expected and found.point.device.type == "meta"
+
+
+def _terms_of_the_content(stylizer, params: FusionParams, tiles: int) -> dict[str, float]:
+    """The terms of the 64 px cat itself against the 64 px zebra, both tiled `tiles` x `tiles`: the
+    same patches (but at the seams) in an image of `tiles`**2 times the area."""
+    normalize = stylizer.extractor.normalization
+    content = normalize(image_to_tensor(demo_image("content/cat_chelsea.png", 64))).repeat(1, 1, tiles, tiles)
+    style = normalize(image_to_tensor(demo_image("style/texture_zebra.jpg", 64))).repeat(1, 1, tiles, tiles)
+    objective = FusionObjective(stylizer.extractor, content, style, params.with_overrides(match_every=1))
+    with torch.no_grad():
+        return {name: float(value) for name, value in objective.terms(content).items()}
+
+
+def test_the_mean_local_term_keeps_its_scale_across_sizes_where_the_sum_grows_with_the_area(stylizer):
+    """The same patches in an image of 4x the area: the "mean" local term stays the same within a
+    tolerance (the seams' patches differ), the paper's summed one grows about 4x."""
+    mean = FusionParams(local_normalization="mean")
+    small, large = _terms_of_the_content(stylizer, mean, 1), _terms_of_the_content(stylizer, mean, 2)
+    assert large["local"] == pytest.approx(small["local"], rel=0.1)
+    summed = FusionParams(local_normalization="sum")
+    growth = _terms_of_the_content(stylizer, summed, 2)["local"] / _terms_of_the_content(stylizer, summed, 1)["local"]
+    assert 3.6 < growth < 4.4
+
+
+def test_style_strength_scales_both_style_terms_and_zero_builds_neither(stylizer):
+    normalize = stylizer.extractor.normalization
+    content = normalize(image_to_tensor(demo_image("content/cat_chelsea.png", 64)))
+    style = normalize(image_to_tensor(demo_image("style/texture_zebra.jpg", 64)))
+    params = FusionParams().with_overrides(match_every=1)
+    base = FusionObjective(stylizer.extractor, content, style, params).terms(content)
+    stronger = params.with_overrides(style_strength=2.0)
+    doubled = FusionObjective(stylizer.extractor, content, style, stronger).terms(content)
+    for name in ("global", "local"):
+        assert float(doubled[name]) == pytest.approx(2 * float(base[name]), rel=1e-6)
+    assert torch.equal(doubled["content"], base["content"])
+    none = FusionObjective(stylizer.extractor, content, style, params.with_overrides(style_strength=0.0))
+    assert none.global_loss is None and none.local_loss is None and none.layers == ("relu3_1",)
+    terms = none.terms(content + 1.0)
+    assert float(terms["global"]) == float(terms["local"]) == 0.0 and float(terms["content"]) > 0
