@@ -2,7 +2,7 @@
 
 Each tile is its image over a caption (label, alphas, the three distances). The PNG also
 carries what it shows as JSON (see `pipeline.reports.drawing.encode_sheet`): every tile's label,
-alphas, distances and pixel box, so the numbers on the sheet can be read back exactly.
+alphas, distances, pixel box and caption box, so the numbers on the sheet can be read back exactly.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def render(top: list[Tile], sweep: list[Tile], text: SheetText, tile_width: int,
             left = x + (column_width - image_width) // 2
             sheet.paste(picture, (left, image_top))
             draw_lines(draw, x, image_top + image_height + 4, captions[id(tile)], CAPTION_SIZE, column_width)
-            records.append({**tile_record(tile), "box": [left, image_top, image_width, image_height]})
+            records.append({**tile_record(tile), "box": [left, image_top, image_width, image_height],
+                            "caption_box": [x, image_top + image_height + 4, column_width, caption_height]})
         if tiles is top:
             legend_x = MARGIN + len(top) * (column_width + GAP)
             draw_lines(draw, legend_x, image_top, [(line, MUTED) for line in text.legend], CAPTION_SIZE,

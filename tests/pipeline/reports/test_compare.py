@@ -58,8 +58,8 @@ def test_sheet_lays_out_inputs_methods_and_the_strength_sweep_in_two_rows(sheet)
     assert [shown[tile["label"]] for tile in bottom] == [settings(DEFAULT, style_strength=s) for s in STRENGTHS]
     for tile in tiles:
         assert tile["label"] in stdout, "the printed table lists every tile"
-        left, top_edge, width, height = tile["box"]
-        caption = image.convert("RGB").crop((left, top_edge + height + 2, left + width, top_edge + height + 60))
+        left, top_edge, width, height = tile["caption_box"]
+        caption = image.convert("RGB").crop((left, top_edge, left + width, top_edge + height))
         assert caption.getcolors(4096) != [(caption.width * caption.height, BACKGROUND)], \
             f"{tile['label']}: the caption under the tile is empty"
     assert image.size[0] < 2200 and image.size[1] < 800
