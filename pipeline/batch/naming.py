@@ -12,11 +12,16 @@ from stylecore import FusionParams
 
 # Fields that change how fast the result is computed but not the result itself.
 _NOT_IN_NAME = frozenset({"search_budget_bytes"})
+# Settings added after output names were first derived, each with the value that does what every
+# earlier version did: at that value a setting is left out of the fingerprint, so the parameters
+# an earlier version knew keep their names (and a rerun still finds those outputs).
+_ADDED_LATER = {"style_strength": 1.0, "preserve_color": False, "local_normalization": "sum", "init": "noise"}
 
 
 def params_fingerprint(params: FusionParams) -> dict[str, object]:
     """The parameters that determine a result, as plain JSON-able values."""
-    return {key: value for key, value in params.flattened().items() if key not in _NOT_IN_NAME}
+    return {key: value for key, value in params.flattened().items()
+            if key not in _NOT_IN_NAME and not (key in _ADDED_LATER and _ADDED_LATER[key] == value)}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,17 +16,27 @@ CONTENT, STYLE = parse_location("s3://bucket/in/cat.png"), parse_location("s3://
 
 
 def test_derived_names_match_the_golden_names_of_earlier_versions():
-    exact = FusionParams().with_overrides(size=256, match_every=1, search_dim=64, search_candidates=4, search_step=1,
-                                          exact_level_end=True, reuse_min_patches=0)
-    assert derived_output_name(CONTENT, STYLE, FusionParams(), "caffe") == "cat__zebra__fa671ab3e4f6.png"
+    """The parameters earlier versions knew (their defaults were the paper's settings) keep their names."""
+    paper = FusionParams.paper()
+    exact = paper.with_overrides(size=256, match_every=1, search_dim=64, search_candidates=4, search_step=1,
+                                 exact_level_end=True, reuse_min_patches=0)
+    assert derived_output_name(CONTENT, STYLE, paper, "caffe") == "cat__zebra__fa671ab3e4f6.png"
     assert derived_output_name(CONTENT, STYLE, exact, "caffe") == "cat__zebra__ee083c5b4040.png"
-    assert derived_output_name(CONTENT, STYLE, FusionParams().with_overrides(match_every=10), "torchvision") == \
+    assert derived_output_name(CONTENT, STYLE, paper.with_overrides(match_every=10), "torchvision") == \
         "cat__zebra__8d6ad11ae8b4.png"
+    others = {derived_output_name(CONTENT, STYLE, params, "caffe") for params in (
+        FusionParams(), paper.with_overrides(style_strength=2.0), paper.with_overrides(preserve_color=True),
+        paper.with_overrides(init="content"), paper.with_overrides(local_normalization="mean"))}
+    assert len(others) == 5 and "cat__zebra__fa671ab3e4f6.png" not in others, "every new setting changes the name"
 
 
 def test_the_fingerprint_is_every_parameter_by_its_flat_name():
-    """The results table's `params` column: one flat JSON object, as in earlier versions."""
-    assert json.dumps(params_fingerprint(FusionParams()), sort_keys=True) == (
+    """The results table's `params` column: one flat JSON object, as in earlier versions for the settings
+    they knew; the later settings appear where they differ from what those versions did."""
+    assert json.loads(json.dumps(params_fingerprint(FusionParams()))) == json.loads(
+        json.dumps(params_fingerprint(FusionParams.paper()))) | {
+        "alpha_global": 5.0, "alpha_local": 15.0, "local_normalization": "mean", "init": "content"}
+    assert json.dumps(params_fingerprint(FusionParams.paper()), sort_keys=True) == (
         '{"alpha_content": 20.0, "alpha_global": 20.0, "alpha_local": 0.0001, "content_layer": "relu3_1", '
         '"exact_level_end": false, "global_layers": ["relu1_2", "relu2_2", "relu3_3", "relu4_2"], '
         '"init_noise": 0.001, "iterations": 100, "lbfgs_history": 25, "levels": 3, "local_layer": "relu3_1", '

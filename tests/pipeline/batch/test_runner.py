@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from stylecore import FusionParams
 from tests.demo_images import IMAGES
 from tests.pipeline.conftest import TINY, local_results, start_stylebatch, stylebatch
 
@@ -73,7 +74,7 @@ def test_s3_run_with_bad_rows_records_every_row_once_and_keeps_secrets(s3_server
     }
     for row, fragment in expected_errors.items():
         assert fragment in rows[row]["error"], (row, rows[row]["error"])
-    assert rows[2]["alpha_local"] == 2e-3 and rows[1]["alpha_local"] == 1e-4
+    assert rows[2]["alpha_local"] == 2e-3 and rows[1]["alpha_local"] == FusionParams().alpha_local
     assert rows[2]["style"] == zebra and rows[1]["loss_total"] > 0 and rows[1]["device"] == "cpu"
 
     for row in (1, 2):
