@@ -112,10 +112,11 @@ def main() -> None:
     if args.sizes:
         size_rows = []
         for pair in args.size_pairs or args.pairs:
-            per_size = [defaults.get((pair, size))
-                        or measure(stylizer, pair, replace(FusionParams(), size=size, **pyramid), args.output_dir,
-                                   "default") for size in args.sizes]
-            for size, found in zip(args.sizes, per_size, strict=True):
+            per_size = []
+            for size in args.sizes:
+                found = defaults.get((pair, size)) or measure(
+                    stylizer, pair, replace(FusionParams(), size=size, **pyramid), args.output_dir, "default")
+                per_size.append(found)
                 size_rows.append([pair, str(size), f"{found.structure:.2f}", f"{found.ratios.gram:.3f}",
                                   f"{found.ratios.mrf:.2f}", f"{found.seconds:.0f}"])
                 print(f"done: {size_rows[-1]} (load {load_average()})", flush=True)
