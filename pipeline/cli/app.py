@@ -27,7 +27,7 @@ Paper = Annotated[bool, typer.Option("--paper", help="Start from the paper's exa
                                      "the other options still apply. See the README, \"Defaults\".")]
 StyleStrength = Annotated[float | None, typer.Option("--style-strength", min=0, help="Both style weights times S "
                                                      "against the content weight: 0.5 = less style, 2 = more "
-                                                     "[default: 1].")]
+                                                     "\\[default: 1].")]
 PreserveColor = Annotated[bool | None, typer.Option("--preserve-color", help="Keep the content's colours: stylize "
                                                     "the luminance only (Gatys et al. 2017).")]
 
@@ -57,11 +57,11 @@ def stylize(
     levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
     iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS steps per level."),
     alpha_global: float = typer.Option(None, min=0, help="Weight of the global (Gram) style loss "
-                                       f"[default: {DEFAULTS.alpha_global:g}]."),
+                                       f"\\[default: {DEFAULTS.alpha_global:g}]."),
     alpha_local: float = typer.Option(None, min=0, help="Weight of the local (MRF) style loss "
-                                      f"[default: {DEFAULTS.alpha_local:g}]."),
+                                      f"\\[default: {DEFAULTS.alpha_local:g}]."),
     alpha_content: float = typer.Option(None, min=0, help="Weight of the content loss "
-                                        f"[default: {DEFAULTS.alpha_content:g}]."),
+                                        f"\\[default: {DEFAULTS.alpha_content:g}]."),
     style_strength: StyleStrength = None,
     preserve_color: PreserveColor = None,
     paper: Paper = False,
@@ -89,32 +89,32 @@ def submit(
     context: typer.Context,
     manifest: str = typer.Argument(..., help="Manifest: a .csv or .parquet file, local or s3://."),
     output: str = typer.Option(None, "--output", help="Folder or s3:// prefix for the images "
-                               "[default: out/<manifest name> in the current folder]."),
+                               "\\[default: out/<manifest name> in the current folder]."),
     results: str = typer.Option(None, "--results", help="Folder or s3:// prefix of the Parquet results "
-                                "[default: <output>/_results]."),
+                                "\\[default: <output>/_results]."),
     address: str = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001, or "
                                 "RAY_ADDRESS); without it a local Ray is started and stopped."),
-    workers: int = typer.Option(None, "--workers", min=1, help="At most this many worker actors [default: as "
+    workers: int = typer.Option(None, "--workers", min=1, help="At most this many worker actors \\[default: as "
                                 "many as the cluster can grow to (its autoscaler's node types)]."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
     gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0, max=1,
                                           help="Fraction of a GPU per worker: 0.25 runs four syntheses on each "
-                                          "GPU [default: 1 where the cluster has GPUs]."),
+                                          "GPU \\[default: 1 where the cluster has GPUs]."),
     device: str = typer.Option("auto", "--device", help="What workers compute on: auto (CUDA where a worker "
                                "holds a GPU), cpu or cuda."),
     wait_for_workers: float = typer.Option(15, "--wait-for-workers", min=0, help="Minutes to wait "
                                            "for a first worker (nodes booting) before giving up."),
-    size: int = typer.Option(None, "--size", min=1, help=f"Default longest side [default: {DEFAULTS.size}]."),
-    levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels [default: {DEFAULTS.levels}]."),
+    size: int = typer.Option(None, "--size", min=1, help=f"Default longest side \\[default: {DEFAULTS.size}]."),
+    levels: int = typer.Option(None, "--levels", min=1, help=f"Default pyramid levels \\[default: {DEFAULTS.levels}]."),
     iters: int = typer.Option(None, "--iters", min=1,
-                              help=f"Default iterations per level [default: {DEFAULTS.iterations}]."),
-    seed: int = typer.Option(None, "--seed", help=f"Default seed [default: {DEFAULTS.seed}]."),
+                              help=f"Default iterations per level \\[default: {DEFAULTS.iterations}]."),
+    seed: int = typer.Option(None, "--seed", help=f"Default seed \\[default: {DEFAULTS.seed}]."),
     alpha_global: float = typer.Option(None, "--alpha-global", min=0,
-                                       help=f"Default global weight [default: {DEFAULTS.alpha_global:g}]."),
+                                       help=f"Default global weight \\[default: {DEFAULTS.alpha_global:g}]."),
     alpha_local: float = typer.Option(None, "--alpha-local", min=0,
-                                      help=f"Default local weight [default: {DEFAULTS.alpha_local:g}]."),
+                                      help=f"Default local weight \\[default: {DEFAULTS.alpha_local:g}]."),
     alpha_content: float = typer.Option(None, "--alpha-content", min=0,
-                                        help=f"Default content weight [default: {DEFAULTS.alpha_content:g}]."),
+                                        help=f"Default content weight \\[default: {DEFAULTS.alpha_content:g}]."),
     style_strength: StyleStrength = None,
     preserve_color: PreserveColor = None,
     paper: Paper = False,
@@ -158,7 +158,7 @@ def submit(
 def status(
     context: typer.Context,
     results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
-    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    run_id: str = typer.Option(None, "--run", help="Only this run \\[default: every run]."),
     s3_endpoint: S3Endpoint = None,
 ) -> None:
     """Summarise a results table: each run's rows by status, how the run ended, and its failures."""
@@ -178,7 +178,7 @@ def report(
     results: str = typer.Argument(..., help="Results folder or s3:// prefix (e.g. out/demo/_results)."),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write (replaced if it exists)."),
     png: Path = typer.Option(None, "--png", help="Also write a contact sheet image (first 200 rows)."),
-    run_id: str = typer.Option(None, "--run", help="Only this run [default: every run]."),
+    run_id: str = typer.Option(None, "--run", help="Only this run \\[default: every run]."),
     thumb: int = typer.Option(160, min=16, max=1024, help="Longest side of the result thumbnails, pixels."),
     s3_endpoint: S3Endpoint = None,
 ) -> None:
@@ -207,15 +207,15 @@ def compare(
     levels: int = typer.Option(DEFAULTS.levels, min=1, help="Pyramid levels, each half the next."),
     iters: int = typer.Option(DEFAULTS.iterations, min=1, help="L-BFGS iterations per level."),
     alpha_global: float = typer.Option(None, "--alpha-global", min=0,
-                                       help=f"a1 of the default fusion [default: {DEFAULTS.alpha_global:g}]."),
+                                       help=f"a1 of the default fusion \\[default: {DEFAULTS.alpha_global:g}]."),
     alpha_local: float = typer.Option(None, "--alpha-local", min=0,
-                                      help=f"a2 of the default fusion [default: {DEFAULTS.alpha_local:g}]."),
+                                      help=f"a2 of the default fusion \\[default: {DEFAULTS.alpha_local:g}]."),
     strengths: str = typer.Option("0.25,0.5,1,2,4", "--strengths", help="Comma-separated style strengths of the "
                                   "sweep row (both style weights times S); empty for none."),
     match_every: int = typer.Option(1, min=1, help="Refresh local-loss matches every K evaluations "
                                     "(1 = the paper's exact matching)."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed of the random initialisation."),
-    tile: int = typer.Option(None, min=8, help="Longest side of each tile on the sheet [default: min(size, 256)]."),
+    tile: int = typer.Option(None, min=8, help="Longest side of each tile on the sheet \\[default: min(size, 256)]."),
     colors: int = typer.Option(0, min=0, max=256, help="Store a PNG sheet with this many colours (dithered; "
                                "256 is about a third of the size); 0 = full colour."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),

@@ -8,6 +8,7 @@ import os
 import psutil
 from PIL import Image
 
+from stylecore import FusionParams
 from tests.demo_images import IMAGES
 from tests.pipeline.conftest import TINY, local_results, stylebatch
 
@@ -65,3 +66,14 @@ def test_submit_on_the_embedded_default_runs_the_demo_manifest_then_status_summa
             in " ".join(status.stdout.split()))
     missing = stylebatch("status", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "no results found" in missing.stderr
+
+
+def test_help_shows_the_defaults_that_options_left_unset_take():
+    """Options that default to None (so that a manifest cell or a preset can fill them) name the value
+    they stand for; rich would swallow an unescaped "[default: ...]" as markup."""
+    shown = " ".join(stylebatch("submit", "--help", env={**os.environ, "COLUMNS": "200"}).stdout.split())
+    defaults = FusionParams()
+    for fragment in (f"Default longest side [default: {defaults.size}]",
+                     f"Default local weight [default: {defaults.alpha_local:g}]",
+                     "Both style weights times S against the content weight: 0.5 = less style, 2 = more [default: 1]"):
+        assert fragment in shown, fragment
