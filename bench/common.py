@@ -21,6 +21,13 @@ EXACT = FusionParams().with_overrides(match_every=1)
 DEFAULT = FusionParams()
 
 
+def describe_matching(params: FusionParams) -> str:
+    """The matching settings a benchmark's header names, e.g. 'match_every=5, search_dim=128, ...'."""
+    matching = params.matching
+    return (f"match_every={matching.match_every}, search_dim={matching.search_dim}, "
+            f"search_candidates={matching.search_candidates}, search_step={matching.search_step}")
+
+
 def demo_rgb(relative: str, long_side: int) -> torch.Tensor:
     """(1, 3, H, W) RGB 0..1 demo image resized to `long_side`."""
     tensor = image_to_tensor(load_image(IMAGES / relative))

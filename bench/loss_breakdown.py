@@ -26,6 +26,7 @@ from bench.common import (
     DEFAULT,
     EXACT,
     STYLE,
+    describe_matching,
     gib,
     network_input,
     peak_memory_bytes,
@@ -168,9 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     stylizer = Stylizer("caffe", args.device)
     print_machine()
-    print(f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
-          f"search_candidates={DEFAULT.matching.search_candidates}, search_step={DEFAULT.matching.search_step}; "
-          f"seconds are medians of {args.repeats} interleaved rounds")
+    print(f"default matching: {describe_matching(DEFAULT)}; seconds are medians of {args.repeats} interleaved rounds")
     rows = [row for size in args.sizes for row in measure(stylizer, size, args.repeats, args.iterations)]
     print_table(["synthesis/style", "matching", *(f"{stage} s" for stage in STAGES), "total s", "VGG fwd+bwd s",
                  "ratio", "peak memory"], rows)

@@ -22,6 +22,7 @@ from bench.common import (
     DEFAULT,
     STYLE,
     demo_rgb,
+    describe_matching,
     gib,
     network_input,
     peak_memory_bytes,
@@ -60,8 +61,7 @@ def main() -> None:
     stylizer = Stylizer("caffe", args.device)
     print_machine()
     print(f"{args.size}/{args.size}, {DEFAULT.levels} levels x {args.iterations} evaluations; "
-          f"default matching: match_every={DEFAULT.matching.match_every}, search_dim={DEFAULT.matching.search_dim}, "
-          f"search_candidates={DEFAULT.matching.search_candidates}")
+          f"default matching: {describe_matching(DEFAULT)}")
     content, style = demo_rgb(CONTENT, args.size), demo_rgb(STYLE, args.size)
     floor_image = network_input(stylizer, CONTENT, args.size)
     rows = []
