@@ -20,7 +20,15 @@ min(1, 1 / |g|_1), the curvature test y.s > 1e-10). Two additions make it robust
   overshoot and learnt the same pair there. Otherwise the same direction is retried shorter:
   the minimiser of the quadratic through the two losses and the slope, kept within
   [0.01, 0.5] of the rejected step.
-- The best iterate seen (lowest loss) is what `minimize` returns, not the last one.
+- The best iterate (lowest loss) is what `minimize` returns, not the last one. The start
+  does not compete: a run whose every step ended above its start returns its best step (which
+  the caller can flag), not the unchanged start.
+
+Where the objective itself changes during the run (the local loss refreshing the matches it
+reuses between searches, `objective_changes`), losses before and after are values of two
+functions: the best iterate is then chosen again among the steps on the new function, and
+until one of them is accepted a step may rise up to `change_max_rise` times the last loss,
+since its rise also holds the change of function.
 
 A slot of the history is written at every step (so the host always knows the order of the
 slots); a pair that fails the curvature test, or a non-finite trial, writes an empty pair
@@ -30,7 +38,8 @@ difference is that it evicts the oldest pair one step early.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -125,36 +134,45 @@ def shorter_step(length: torch.Tensor, slope: torch.Tensor, loss: torch.Tensor,
 
 
 def minimize(evaluate: Evaluate, start: torch.Tensor, steps: int, *, history: int = 25, lr: float = 1.0,
-             max_rise: float = 2.0) -> Minimum:
+             max_rise: float = 2.0, objective_changes: Collection[int] = (),
+             change_max_rise: float = 4.0) -> Minimum:
     """`steps` L-BFGS steps from `start`, each evaluated once: `steps` + 1 evaluations, no host sync.
 
     A trial is accepted unless its loss is not finite or above `max_rise` times the current
     loss (see the module's docstring for what happens then). Returns the best iterate seen.
-    `evaluate` runs with autograd on; no tensor here requires grad.
+    `objective_changes`: the trial numbers (1 .. `steps`) at which `evaluate` becomes another
+    function (refreshed matches); see the module's docstring. `evaluate` runs with autograd
+    on; no tensor here requires grad.
     """
     shape = start.shape
     point = start.detach().reshape(-1).clone()
     loss, gradient = _flat(evaluate(point.view(shape)))
-    best, best_loss, start_loss = point.clone(), loss.clone(), loss.clone()
+    best, best_loss, start_loss = point.clone(), torch.full_like(loss, math.inf), loss.clone()
     memory = History(point, history)
     direction = gradient.neg()
     length = first_step_length(gradient, lr)
     slope = gradient.dot(direction)
     rejected = torch.zeros((), dtype=torch.long, device=point.device)
+    changed = torch.zeros((), dtype=torch.bool, device=point.device)  # a new function, no step accepted on it yet
+    changes = frozenset(objective_changes)
     for number in range(1, steps + 1):
         trial = point.addcmul(direction, length)
         trial_loss, trial_gradient = _flat(evaluate(trial.view(shape)))
+        if number in changes:
+            changed.fill_(True)
+        limit = torch.where(changed, change_max_rise, max_rise) * loss
         finite_loss = torch.isfinite(trial_loss)
         if number < steps:
             # A finite trial teaches the history its curvature pair even when rejected (an overshoot
             # measures the curvature that made it overshoot); the next direction then starts from the
             # current point with that knowledge. Otherwise the same direction is retried shorter.
             learned, finite_gradient = memory.add(direction, length, trial_gradient, gradient, finite_loss)
-            accept = finite_loss & finite_gradient & (trial_loss <= max_rise * loss)
+            accept = finite_loss & finite_gradient & (trial_loss <= limit)
         else:  # the last trial only competes for the best iterate
-            accept = finite_loss & (trial_loss <= max_rise * loss)
+            accept = finite_loss & (trial_loss <= limit)
         rejected += ~accept
-        improved = accept & (trial_loss < best_loss)
+        improved = accept & ((trial_loss < best_loss) | changed)
+        changed &= ~accept
         best.lerp_(trial, improved.to(best.dtype))  # a weight of 0 or 1 selects exactly
         best_loss = torch.where(improved, trial_loss, best_loss)
         if number == steps:
@@ -167,6 +185,7 @@ def minimize(evaluate: Evaluate, start: torch.Tensor, steps: int, *, history: in
         direction.lerp_(memory.direction(gradient), renewed.to(direction.dtype))
         slope = torch.where(renewed, gradient.dot(direction), slope)
         length = torch.where(renewed, lr, retry)
+    best_loss = torch.where(best_loss == math.inf, start_loss, best_loss)  # no trial accepted: the start
     return Minimum(best.view(shape), best_loss, start_loss, rejected, steps + 1)
 
 

@@ -89,6 +89,15 @@ class MatchSchedule:
             return self.refresh if evaluation % self.match_every == 0 else None
         return self.refresh if evaluation in self._refresh_at else None
 
+    def changes(self, evaluations: int) -> frozenset[int]:
+        """The evaluations (1 .. `evaluations` - 1) whose refresh changes the matches the loss was
+        reused with: from there on the local term is another function, and its values cannot be
+        compared with earlier ones (`stylecore.lbfgs.minimize`'s `objective_changes`). None in the
+        exact mode, whose every evaluation matches afresh: there the loss is one function throughout."""
+        if self.match_every == 1:
+            return frozenset()
+        return frozenset(number for number in range(1, evaluations) if self.search_at(number) is not None)
+
 
 class PatchMatcher(nn.Module):
     """The nearest style patch of every synthesis patch, by one of three searches over one level's bank.

@@ -1,5 +1,5 @@
 """Our L-BFGS: torch's iterates on a smooth problem, no host reads in its loop, rejected steps retried
-shorter, the best iterate returned."""
+shorter, the best iterate returned, a function that changes during the run (refreshed matches)."""
 
 from __future__ import annotations
 
@@ -139,3 +139,51 @@ def test_the_best_iterate_is_returned_not_the_last(float64):
     found = minimize(evaluate, start, 6)
     assert int(found.rejected) == 0 and reported[-1] > reported[-2] == min(reported)
     assert torch.equal(found.point, points[-2]) and float(found.loss) == reported[-2]
+
+
+def test_every_step_above_the_start_returns_the_best_step_not_the_start(float64):
+    """Each trial is reported 10% above the one before (rises within the factor): the run returns
+    its best step, the first, above its start; the caller sees it in the losses and flags it."""
+    start, function = smooth_problem(3)
+    points: list[torch.Tensor] = []
+    reported: list[float] = []
+    plain = evaluator(function, points)
+
+    def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, gradient = plain(x)
+        loss = 1.1 * reported[-1] * torch.ones_like(loss) if reported else loss
+        reported.append(float(loss))
+        return loss, gradient
+
+    found = minimize(evaluate, start, 4)
+    assert int(found.rejected) == 0
+    assert torch.equal(found.point, points[1]) and float(found.loss) == reported[1] > float(found.start_loss)
+
+
+@pytest.mark.parametrize("told", [False, True])
+def test_a_function_that_changes_mid_run_is_compared_with_itself_only(float64, told):
+    """From trial 3 on the loss gains a constant of twice trial 2's loss (as a refresh of the matches
+    can raise the local term ~3x): told of the change, the run accepts the step and picks its best
+    among the steps on the new function; not told, it rejects steps for a rise they did not cause
+    and returns a point from before the change, compared across the two functions."""
+    start, function = smooth_problem(4)
+    points: list[torch.Tensor] = []
+    plain = evaluator(function, points)
+    offset = 0.0
+
+    def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal offset
+        loss, gradient = plain(x)
+        if len(points) == 4:
+            offset = 2 * float(function(points[2]))
+        return loss + offset, gradient
+
+    found = minimize(evaluate, start, 8, objective_changes={3} if told else ())
+    on_new_function = [float(function(point)) + offset for point in points[3:]]
+    if told:
+        assert int(found.rejected) == 0
+        assert float(found.loss) == pytest.approx(min(on_new_function))
+        assert any(torch.equal(found.point, point) for point in points[3:])
+    else:
+        assert int(found.rejected) >= 1
+        assert any(torch.equal(found.point, point) for point in points[1:3])

@@ -251,6 +251,11 @@ def test_planned_search_schedule(match_every, evaluations, exact_level_end, expe
                                                    exact_level_end=exact_level_end), evaluations=evaluations)
     kinds = "".join(SEARCH_LETTERS[loss.schedule.search_at(evaluation)] for evaluation in range(len(expected)))
     assert kinds == expected
+    changes = loss.schedule.changes(len(expected))
+    if match_every == 1:
+        assert changes == frozenset(), "exact matching at every evaluation is one function throughout"
+    else:
+        assert changes == {number for number, kind in enumerate(expected) if kind != "." and number > 0}
 
 
 @pytest.mark.parametrize(("exact_level_end", "level_end"), [(False, "reduced_all"), (True, "exact")])
