@@ -59,7 +59,11 @@ no TV), in each system's own terms:
   objective of every system is ONE function, stylecore's exact objective
   (stylecore.metrics.exact_objective) of the returned image clamped to RGB 0..1.
   neural-style returns (saves) the image of its last evaluation, pystiche the image after
-  its last update; evaluations and updates are counted in each process.
+  its last update, stylecore (stylecore.lbfgs) its best iterate; evaluations and updates are
+  counted in each process (the peers' torch.optim.LBFGS iterations; stylecore's evaluations
+  less one per level and less its rejected steps, which did not move the image).
+- stylecore runs the paper's settings (`FusionParams.paper()`: these weights, the summed local
+  term, noise initialisation), not its own defaults, so that every system has one objective.
 """
 
 from __future__ import annotations
@@ -79,9 +83,9 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from bench.common import CONTENT, DEFAULT, STYLE, demo_rgb, gib, print_table
+from bench.common import CONTENT, STYLE, demo_rgb, gib, print_table
 from bench.machine import load_average, peak_rss_bytes, print_machine, reset_peak_rss
-from bench.peer_workers import Case, LBFGSUpdates, compare_convs, load_inputs, save_gradient, serve, timed_evaluations
+from bench.peer_workers import Case, compare_convs, load_inputs, save_gradient, serve, timed_evaluations
 from stylecore import FusionParams, LossTerms, Stylizer
 from stylecore.allocator import TRIM_THRESHOLD_BYTES, release_retained_memory
 from stylecore.metrics import exact_objective
@@ -94,6 +98,9 @@ PEERS_VENV = REPO / "bench" / ".peers-venv"
 PEER_PINS = ("pystiche==1.0.1", "neural-style==0.5.7")
 WEIGHTS_FILE = "vgg19-caffe-stylecore.pth"  # neural-style wants "vgg" and "19" in the name
 RETAINED_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES)}
+# The objective every peer is mapped onto: the paper's weights and Eq. (4)'s summed local term
+# (stylecore's default weights a mean local term, which no peer has), with default matching.
+PAPER = FusionParams.paper()
 KINDS = {"gatys": {"alpha_local": 0.0}, "mrf": {"alpha_global": 0.0}, "fusion": {}}
 KIND_LABELS = {"gatys": "Gatys (global + content)", "mrf": "MRF only (local + content, a1 = 0)",
                "fusion": "fusion"}
@@ -127,7 +134,7 @@ RUN_COLUMNS = {
 
 def case_spec(kind: str, size: int, inputs: Path) -> Case:
     """What every worker needs to build the case's objective (the paper's weights, `KINDS` zeroing one)."""
-    params = DEFAULT.with_overrides(**KINDS[kind])
+    params = PAPER.with_overrides(**KINDS[kind])
     return {"kind": kind, "size": size, "inputs": str(inputs), "alpha_global": params.alpha_global,
             "alpha_local": params.alpha_local, "alpha_content": params.alpha_content,
             "global_layers": list(params.global_layers), "local_layer": params.local_layer,
@@ -137,7 +144,7 @@ def case_spec(kind: str, size: int, inputs: Path) -> Case:
 
 def case_params(case: Case, variant: str) -> FusionParams:
     """stylecore's parameters for a case; "exact" matches at every evaluation."""
-    params = DEFAULT.with_overrides(**KINDS[case["kind"]])
+    params = PAPER.with_overrides(**KINDS[case["kind"]])
     return params.with_overrides(match_every=1) if variant == "exact" else params
 
 
@@ -159,7 +166,7 @@ class StylecoreWorker:
         for variant in variants:
             params = case_params(case, variant)
             objective = FusionObjective(self.stylizer.extractor, tensors["content"], tensors["style"], params)
-            cycle = objective.local_loss.match_every if params.alpha_local > 0 else 1
+            cycle = objective.local_loss.schedule.match_every if params.alpha_local > 0 else 1
             self.variants[variant] = (objective, tensors["image"].clone().requires_grad_(True), cycle)
         return {}
 
@@ -186,10 +193,10 @@ class StylecoreWorker:
         tensors = load_inputs(case)
         params = case_params(case, variant).with_overrides(levels=1, size=case["size"], iterations=iterations)
         reset_peak_rss()
-        with LBFGSUpdates() as updates:
-            result = self.stylizer(tensors["content_rgb"], tensors["style_rgb"], params)
+        result = self.stylizer(tensors["content_rgb"], tensors["style_rgb"], params)
         torch.save({"image": result.image, "space": "rgb"}, out)
-        return {"seconds": result.seconds, "evaluations": result.evaluations, "updates": updates.count,
+        moved = result.evaluations - params.levels - result.rejected_steps  # stylecore.lbfgs: a step per evaluation
+        return {"seconds": result.seconds, "evaluations": result.evaluations, "updates": moved,
                 "peak_rss": peak_rss_bytes()}
 
 
@@ -241,8 +248,8 @@ def write_inputs(folder: Path, size: int, normalization: Normalization) -> Path:
     content_rgb, style_rgb = demo_rgb(CONTENT, size), demo_rgb(STYLE, size)
     content, style = normalization(content_rgb), normalization(style_rgb)
     noise = torch.randn(content.shape, generator=torch.Generator().manual_seed(0))
-    init = (torch.randn(1, 3, *content.shape[-2:], generator=torch.Generator().manual_seed(DEFAULT.seed))
-            * DEFAULT.init_noise / 255.0 / normalization.std)  # as Stylizer draws it
+    init = (torch.randn(1, 3, *content.shape[-2:], generator=torch.Generator().manual_seed(PAPER.seed))
+            * PAPER.init_noise / 255.0 / normalization.std)  # as Stylizer draws it
     path = folder / f"inputs-{size}.pt"
     torch.save({"content": content, "style": style, "image": content + 8 * noise, "init": init,
                 "content_rgb": content_rgb, "style_rgb": style_rgb}, path)
@@ -339,7 +346,7 @@ def common_objective(extractor: VGGFeatures, result: RunResult, inputs: Path) ->
     if saved["space"] == "caffe":
         image = extractor.normalization.inverse(image).clamp(0, 1)
     tensors = torch.load(inputs, weights_only=True)
-    params = DEFAULT.with_overrides(**KINDS[result.kind])
+    params = PAPER.with_overrides(**KINDS[result.kind])
     return exact_objective(extractor, image, tensors["content_rgb"], tensors["style_rgb"], params)
 
 
