@@ -64,7 +64,7 @@ def measure(retain: bool, size: int, repeats: int, evaluations: int, iterations:
     samples: dict[str, list[float]] = {name: [] for name in TIMED[1:]}
     for _ in range(repeats + 1):  # the first round warms up and is discarded
         samples["VGG fwd+bwd"].append(vgg_floor(stylizer, image, exact.layers))
-        samples["default, reuse"].append(sum(one_evaluation(default, image, "none", target)[0].values()))
+        samples["default, reuse"].append(sum(one_evaluation(default, image, None, target)[0].values()))
         samples["default, refresh (reduced)"].append(sum(one_evaluation(default, image, "reduced")[0].values()))
         samples["exact"].append(sum(one_evaluation(exact, image, "exact")[0].values()))
     figures = {name: statistics.median(values[1:]) for name, values in samples.items()}
@@ -75,7 +75,7 @@ def measure(retain: bool, size: int, repeats: int, evaluations: int, iterations:
         _, target = one_evaluation(objective, content, "reduced")
         for _ in range(evaluations):
             before = minor_faults()
-            one_evaluation(objective, content, "none", target)
+            one_evaluation(objective, content, None, target)
             faults = minor_faults() - before
         figures[f"faults {step}"] = faults
         figures[f"resident {step}"] = current_memory_bytes(stylizer.device)
