@@ -92,7 +92,7 @@ class MatchSchedule:
     def changes(self, evaluations: int) -> frozenset[int]:
         """The evaluations (1 .. `evaluations` - 1) whose refresh changes the matches the loss was
         reused with: from there on the local term is another function, and its values cannot be
-        compared with earlier ones (`stylecore.lbfgs.minimize`'s `objective_changes`). None in the
+        compared with earlier ones (`stylecore.lbfgs.minimize`'s `objective_changes`). Empty in the
         exact mode, whose every evaluation matches afresh: there the loss is one function throughout."""
         if self.match_every == 1:
             return frozenset()
