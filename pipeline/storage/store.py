@@ -228,13 +228,6 @@ class Storage:
 
     # --- existence, stats, deletion, listing ---------------------------------------------------------------
 
-    def exists(self, location: Location) -> bool:
-        """Whether a file or object exists at exactly `location` (folders and prefixes do not count)."""
-        if location.scheme == "file":
-            return os.path.isfile(location.path)
-        info = self.stat(location)
-        return info is not None and not info.is_folder
-
     def stat(self, location: Location, *, with_metadata: bool = True) -> ObjectInfo | None:
         """Size, metadata, ETag and time of what is at `location`, or None if nothing is (for S3, a missing
         bucket too). Local folders are ObjectInfo(is_folder=True); symlinks are followed.

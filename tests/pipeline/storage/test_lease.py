@@ -104,7 +104,7 @@ def test_a_second_process_is_told_who_holds_the_lease_until_it_is_released(folde
     assert isinstance(lease, Lease) and not lease.lost and lease.guaranteed
     lease.release()
     assert lease.lost
-    assert not Storage().exists(folder.child(LEASE_NAME))
+    assert Storage().stat(folder.child(LEASE_NAME)) is None
 
 
 def test_a_local_lease_is_freed_at_once_by_kill_9_of_its_holder(tmp_path: Path, holders: list[Holder]) -> None:

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 # --- locations ---------------------------------------------------------------------------------------------
 
+def holds_file(storage: Storage, location: Location) -> bool:
+    """Whether a file or object is at exactly `location` (a folder or prefix is not)."""
+    info = storage.stat(location)
+    return info is not None and not info.is_folder
+
+
 def test_s3_uri_parses_into_bucket_and_key_and_prints_back() -> None:
     location = parse_location("s3://my-bucket/images/cat.png")
     assert location == Location("s3", "my-bucket", "images/cat.png")
@@ -113,15 +119,15 @@ def test_inconsistent_locations_cannot_be_built(scheme: str, bucket: str, path: 
 def test_local_round_trip_creates_folders_and_deletes_idempotently(tmp_path: Path) -> None:
     storage = Storage()
     location = parse_location(str(tmp_path / "out" / "deep" / "a.png"))
-    assert not storage.exists(location)
+    assert not holds_file(storage, location)
     storage.write_bytes(location, b"\x89PNG first")
     storage.write_bytes(location, b"\x89PNG second")
     assert storage.read_bytes(location) == b"\x89PNG second"
-    assert storage.exists(location)
-    assert not storage.exists(location.parent)
+    assert holds_file(storage, location)
+    assert not holds_file(storage, location.parent)
     storage.delete(location)
     storage.delete(location)
-    assert not storage.exists(location)
+    assert not holds_file(storage, location)
     assert os.listdir(tmp_path / "out" / "deep") == []
 
 
@@ -195,19 +201,19 @@ def test_s3_round_trip_with_content_type(s3_server: S3Server, prefix: Location) 
     storage = Storage()
     location = prefix.child("out/cat.png")
     assert storage.endpoint_url == s3_server.endpoint_url
-    assert not storage.exists(location)
+    assert not holds_file(storage, location)
     storage.write_bytes(location, b"\x89PNG bytes")
     storage.write_bytes(prefix.child("raw.bin"), b"raw", content_type="application/x-test")
     assert storage.read_bytes(location) == b"\x89PNG bytes"
-    assert storage.exists(location)
-    assert not storage.exists(location.parent)
+    assert holds_file(storage, location)
+    assert not holds_file(storage, location.parent)
     client = s3_server.client()
     assert client.head_object(Bucket=location.bucket, Key=location.path)["ContentType"] == "image/png"
     assert client.head_object(Bucket=prefix.bucket, Key=f"{prefix.path}/raw.bin")["ContentType"] == \
         "application/x-test"
     storage.delete(location)
     storage.delete(location)
-    assert not storage.exists(location)
+    assert not holds_file(storage, location)
 
 
 def test_s3_missing_object_is_not_found_naming_the_uri(prefix: Location) -> None:
@@ -224,7 +230,7 @@ def test_s3_missing_bucket_is_not_found_naming_the_bucket(s3_server: S3Server) -
                    lambda where: list(storage.list(where.parent))):
         with pytest.raises(NotFound, match="no such bucket 'no-such-bucket-here'"):
             action(location)
-    assert not storage.exists(location)
+    assert not holds_file(storage, location)
 
 
 def test_s3_listing_pages_through_many_keys_in_order(s3_server: S3Server, prefix: Location) -> None:
@@ -291,7 +297,7 @@ def test_unknown_access_key_is_a_clear_error_without_credentials(s3_server: S3Se
     unknown_key = "SBUNKNOWNKEY0123456"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", unknown_key)
     for action in (lambda storage: storage.write_bytes(prefix.child("a.png"), b"x"),
-                   lambda storage: storage.exists(prefix.child("a.png")),
+                   lambda storage: storage.stat(prefix.child("a.png")),
                    lambda storage: list(storage.list(prefix))):
         with pytest.raises(StorageError, match="access denied") as raised:
             action(Storage())
