@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from tests.conftest import S3Server
 
 
-# --- locations ---------------------------------------------------------------------------------------------
-
 def holds_file(storage: Storage, location: Location) -> bool:
     """Whether a file or object is at exactly `location` (a folder or prefix is not)."""
     info = storage.stat(location)
     return info is not None and not info.is_folder
 
+
+# --- locations ---------------------------------------------------------------------------------------------
 
 def test_s3_uri_parses_into_bucket_and_key_and_prints_back() -> None:
     location = parse_location("s3://my-bucket/images/cat.png")
