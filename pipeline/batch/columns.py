@@ -46,6 +46,7 @@ PARAMETER_COLUMNS: tuple[ParameterColumn, ...] = (
     ParameterColumn("preserve_color", "preserve_color", bool, True, "keep colour"),
     ParameterColumn("local_normalization", "local_normalization", str, False, "local term"),  # set by a preset
     ParameterColumn("init", "init", str, False),  # set by a preset
+    ParameterColumn("content_layer", "content_layer", str, False, "content layer"),  # set by a preset
     ParameterColumn("match_every", "matching.match_every", int, False, "match"),
     ParameterColumn("search_dim", "matching.search_dim", int, False, "search"),
     ParameterColumn("search_candidates", "matching.search_candidates", int, False, "rerank"),

@@ -22,7 +22,7 @@ def test_terms_with_zero_weight_build_nothing(stylizer):
     style = stylizer.extractor.normalization(image_to_tensor(demo_image("style/texture_zebra.jpg", 64)))
     gatys = FusionObjective(stylizer.extractor, content, style, FusionParams(alpha_local=0.0))
     assert gatys.local_loss is None and gatys.global_loss is not None and gatys.content_loss is not None
-    assert "relu3_1" in gatys.layers, "the content layer is still read"
+    assert FusionParams().content_layer in gatys.layers, "the content layer is still read"
     local_only = FusionObjective(stylizer.extractor, content, style, FusionParams(alpha_global=0.0, alpha_content=0.0))
     assert local_only.global_loss is None and local_only.content_loss is None and local_only.local_loss is not None
     assert local_only.layers == ("relu3_1",)
@@ -102,6 +102,6 @@ def test_style_strength_scales_both_style_terms_and_zero_builds_neither(stylizer
         assert float(doubled[name]) == pytest.approx(2 * float(base[name]), rel=1e-6)
     assert torch.equal(doubled["content"], base["content"])
     none = FusionObjective(stylizer.extractor, content, style, params.with_overrides(style_strength=0.0))
-    assert none.global_loss is None and none.local_loss is None and none.layers == ("relu3_1",)
+    assert none.global_loss is None and none.local_loss is None and none.layers == (params.content_layer,)
     terms = none.terms(content + 1.0)
     assert float(terms["global"]) == float(terms["local"]) == 0.0 and float(terms["content"]) > 0

@@ -28,12 +28,13 @@ def test_paper_gives_the_papers_settings():
 
 
 def test_defaults_depart_from_the_paper_only_in_the_measured_fields():
-    """The default keeps the paper's layers and pyramid; it changes the weights, the local term's
-    normalisation and the initialisation (issue 16)."""
+    """The default keeps the paper's style layers and pyramid; it changes the weights, the local term's
+    normalisation, the content layer and the initialisation (issue 16)."""
     default, paper = FusionParams(), FusionParams.paper()
     changed = {name for name, value in default.flattened().items() if paper.flattened()[name] != value}
-    assert changed == {"alpha_global", "alpha_local", "local_normalization", "init"}
-    assert (default.local_normalization, default.init, default.alpha_content) == ("mean", "content", 20.0)
+    assert changed == {"alpha_global", "alpha_local", "alpha_content", "local_normalization", "init", "content_layer"}
+    assert (default.local_normalization, default.init, default.content_layer) == ("mean", "content", "relu2_1")
+    assert (default.alpha_global, default.alpha_local, default.alpha_content) == (5.0, 15.0, 35.0)
 
 
 def test_style_strength_scales_both_style_weights_only():
