@@ -174,10 +174,9 @@ def legend(base: FusionParams, result: torch.Tensor, network: str, syntheses: in
     matching = "exact patch matching (match_every 1)" if every == 1 else f"approximate matching (match_every {every})"
     paper = FusionParams.paper()
     return [f"{width}x{height} px, {base.levels} levels x {base.iterations} iters", matching,
-            f"default: local term a {base.local_normalization} over patches, content on {base.content_layer}, "
-            f"{base.init} init",
-            f"paper: local term a {paper.local_normalization} over patches, content on {paper.content_layer}, "
-            f"{paper.init} init",
+            f"default: local term a {base.local_normalization} over patches, {base.init} init",
+            f"paper: local term a {paper.local_normalization} over patches, {paper.init} init",
+            f"content layer: {base.content_layer} (paper: {paper.content_layer})",
             f"seed {base.seed}, {network}", f"{syntheses} syntheses in {seconds / 60:.1f} min",
             "distances: lower = closer"]
 

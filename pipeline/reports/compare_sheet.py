@@ -51,6 +51,7 @@ def tile_record(tile: Tile) -> dict[str, Any]:
             "style_strength": params.style_strength if params else None,
             "local_normalization": params.local_normalization if params else None,
             "init": params.init if params else None,
+            "content_layer": params.content_layer if params else None,
             "gram": tile.distances.gram, "mrf": tile.distances.mrf, "content": tile.distances.content,
             "seconds": round(tile.seconds, 2)}
 
