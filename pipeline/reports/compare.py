@@ -3,9 +3,11 @@
 Top row: content, style, global only (a2 = 0, Gatys), local only (a1 = 0, CNNMRF), the
 fusion at stylebatch's defaults (Figures 1 and 2) and the fusion at the paper's own settings
 (`FusionParams.paper()`); bottom row: the style-strength sweep (both style weights scaled).
-Every tile is measured with `stylecore.metrics.distances`: Gram and MRF distance to the
-style, content distance. One Stylizer (one VGG-19) serves every tile; a parameter set that
-appears twice (the fusion and the sweep's strength 1) is synthesised once.
+Every tile is measured with `stylecore.metrics.distances` in the layers of the sheet's base
+settings (the paper's tile too, whose own content term reads another layer): Gram and MRF
+distance to the style, content distance, comparable across tiles. One Stylizer (one VGG-19)
+serves every tile; a parameter set that appears twice (the fusion and the sweep's strength 1)
+is synthesised once.
 """
 
 from __future__ import annotations
@@ -68,24 +70,26 @@ def strength_variants(base: FusionParams, strengths: Sequence[float]) -> list[Va
 class Comparison:
     """Runs variants on one content/style pair with one Stylizer, measuring every result."""
 
-    def __init__(self, stylizer: Stylizer, content: Image.Image, style: Image.Image) -> None:
-        self.stylizer = stylizer
+    def __init__(self, stylizer: Stylizer, content: Image.Image, style: Image.Image,
+                 yardstick: FusionParams) -> None:
+        """`yardstick`: the settings whose layers every tile is measured in."""
+        self.stylizer, self.yardstick = stylizer, yardstick
         self.content = image_to_tensor(content)
         self.style = image_to_tensor(style)
         self._done: dict[FusionParams, Tile] = {}
 
-    def measure(self, image: torch.Tensor, params: FusionParams) -> Distances:
-        return distances(self.stylizer.extractor, image, self.content, self.style, params)
+    def measure(self, image: torch.Tensor) -> Distances:
+        return distances(self.stylizer.extractor, image, self.content, self.style, self.yardstick)
 
-    def input_tiles(self, params: FusionParams, like: torch.Tensor) -> list[Tile]:
+    def input_tiles(self, like: torch.Tensor) -> list[Tile]:
         """The content and the style at the results' scale, measured like the results: the baselines
         "no style at all" (content) and "all style, no content" (style)."""
         height, width = like.shape[-2:]
         content = resize(self.content, height, width).clamp(0, 1)
         style_size = fit_long_side(self.style.shape[-2], self.style.shape[-1], max(height, width))
         style = resize(self.style, *style_size).clamp(0, 1)
-        return [Tile("content", content, self.measure(content, params), None, 0.0),
-                Tile("style", style, self.measure(style, params), None, 0.0)]
+        return [Tile("content", content, self.measure(content), None, 0.0),
+                Tile("style", style, self.measure(style), None, 0.0)]
 
     def run(self, variants: Sequence[Variant], progress: Progress | None = None) -> list[Tile]:
         """One tile per variant, in order; parameter sets already synthesised are reused.
@@ -103,7 +107,7 @@ class Comparison:
             report = _reporter(progress, task, f"{label} ({number}/{len(unique)})", evaluations_before)
             started = time.perf_counter()
             result = self.stylizer(self.content, self.style, params, callback=report)
-            self._done[params] = Tile(label, result.image, self.measure(result.image, params), params,
+            self._done[params] = Tile(label, result.image, self.measure(result.image), params,
                                       time.perf_counter() - started)
             evaluations_before += params.levels * params.iterations
         return [replace(self._done[variant.params], label=variant.label) for variant in variants]
@@ -146,12 +150,12 @@ def compare_files(content: str, style: str, output: Path, base: FusionParams, *,
     except ImageTooSmallError as error:
         raise error.naming(content, style) from None
     stylizer = Stylizer(weights, device)
-    comparison = Comparison(stylizer, content_image, style_image)
+    comparison = Comparison(stylizer, content_image, style_image, yardstick=base)
     methods, sweeps = method_variants(base), strength_variants(base, strengths)
     started = time.perf_counter()
     tiles = comparison.run([*methods, *sweeps], progress)
     method_tiles, sweep_tiles = tiles[: len(methods)], tiles[len(methods):]
-    inputs = comparison.input_tiles(base, like=method_tiles[-1].image)
+    inputs = comparison.input_tiles(like=method_tiles[-1].image)
     unique = len({tile.params for tile in tiles})
     text = SheetText(
         title=f"{content_name} + {style_name}: global vs local vs fusion (paper Figs. 1, 2), default vs the paper"
