@@ -37,6 +37,22 @@ def evaluator(function, points: list[torch.Tensor]):
     return evaluate
 
 
+def rising_evaluator(function, points: list[torch.Tensor], reported: list[float], rise):
+    """`evaluator`, except that where `rise(len(points))` is a number the loss is reported as that
+    number times the previously reported loss (the gradient stays the true one); `reported` records
+    every loss it reports."""
+    plain = evaluator(function, points)
+
+    def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, gradient = plain(x)
+        factor = rise(len(points))
+        loss = factor * reported[-1] * torch.ones_like(loss) if factor is not None else loss
+        reported.append(float(loss))
+        return loss, gradient
+
+    return evaluate
+
+
 @pytest.mark.parametrize("history", [5, 25])
 def test_iterates_are_torchs_on_a_smooth_problem(float64, history):
     """torch.optim.LBFGS with max_iter=N takes N steps and evaluates the first N points; ours
@@ -128,15 +144,7 @@ def test_the_best_iterate_is_returned_not_the_last(float64):
     start, function = smooth_problem(2)
     points: list[torch.Tensor] = []
     reported: list[float] = []
-    plain = evaluator(function, points)
-
-    def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, gradient = plain(x)
-        loss = 1.5 * reported[-1] * torch.ones_like(loss) if len(points) == 7 else loss
-        reported.append(float(loss))
-        return loss, gradient
-
-    found = minimize(evaluate, start, 6)
+    found = minimize(rising_evaluator(function, points, reported, lambda seen: 1.5 if seen == 7 else None), start, 6)
     assert int(found.rejected) == 0 and reported[-1] > reported[-2] == min(reported)
     assert torch.equal(found.point, points[-2]) and float(found.loss) == reported[-2]
 
@@ -147,15 +155,7 @@ def test_every_step_above_the_start_returns_the_best_step_not_the_start(float64)
     start, function = smooth_problem(3)
     points: list[torch.Tensor] = []
     reported: list[float] = []
-    plain = evaluator(function, points)
-
-    def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, gradient = plain(x)
-        loss = 1.1 * reported[-1] * torch.ones_like(loss) if reported else loss
-        reported.append(float(loss))
-        return loss, gradient
-
-    found = minimize(evaluate, start, 4)
+    found = minimize(rising_evaluator(function, points, reported, lambda seen: 1.1 if seen > 1 else None), start, 4)
     assert int(found.rejected) == 0
     assert torch.equal(found.point, points[1]) and float(found.loss) == reported[1] > float(found.start_loss)
 
