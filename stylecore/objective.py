@@ -17,9 +17,9 @@ TERMS = ("global", "local", "content", "tv")
 class FusionObjective:
     """alpha_1 L_global + alpha_2 L_local + alpha_3 L_content (+ TV) for images in network space.
 
-    Both style weights are times `params.style_strength`; the local term is the paper's sum,
-    or that times 2 / (C*H*W) of the local layer's map (`params.local_normalization` "mean",
-    the content MSE's scale at every size).
+    Both style weights are times `params.style_strength` and `params.size_factor` of the
+    result's longest side; the local term is the paper's sum, or that times 2 / (C*H*W) of the
+    local layer's map (`params.local_normalization` "mean", the content MSE's scale at every size).
 
     Targets (Gram matrices, the style patch bank, content features) are computed once, at
     construction, and only for terms whose weight is not zero: a Gatys-only objective
@@ -29,13 +29,17 @@ class FusionObjective:
     """
 
     def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor,
-                 params: FusionParams, *, search: SearchSettings | None = None) -> None:
+                 params: FusionParams, *, search: SearchSettings | None = None,
+                 result_side: int | None = None) -> None:
         """`content`, `style`: (1, 3, H, W) images already in network space at this level's size.
 
         `search`: how the local loss's searches run (default: `SearchSettings.for_device` of the
-        style's device, within `params.matching.search_budget_bytes`).
+        style's device, within `params.matching.search_budget_bytes`). `result_side`: the longest
+        side of the result this level leads to, which sets the style weights' size factor
+        (default: this content's own, as at the finest level).
         """
         self.extractor, self.params = extractor, params
+        self.size_factor = params.size_factor(result_side or max(content.shape[-2:]))
         global_layers = params.global_layers if params.global_weight > 0 else ()
         style_layers = (*global_layers, *((params.local_layer,) if params.local_weight > 0 else ()))
         with torch.no_grad():
@@ -62,7 +66,8 @@ class FusionObjective:
         features = self.extractor(image, self.layers) if self.layers else {}
         zero = image.new_zeros(())
         return {
-            "global": params.global_weight * self.global_loss(features) if self.global_loss is not None else zero,
+            "global": (params.global_weight * self.size_factor * self.global_loss(features)
+                       if self.global_loss is not None else zero),
             "local": (self._local_weight(features[params.local_layer])
                       * self.local_loss(features[params.local_layer], final=final)
                       if self.local_loss is not None else zero),
@@ -72,11 +77,12 @@ class FusionObjective:
         }
 
     def _local_weight(self, features: torch.Tensor) -> float:
-        """The local term's weight for (1, C, H, W) local-layer features: the summed loss's, or for
-        "mean" that times 2 / (C*H*W) (a2_mean = a2_sum * C*H*W / 2)."""
+        """The local term's weight for (1, C, H, W) local-layer features (size factor included): the
+        summed loss's, or for "mean" that times 2 / (C*H*W) (a2_mean = a2_sum * C*H*W / 2)."""
+        weight = self.params.local_weight * self.size_factor
         if self.params.local_normalization == "sum":
-            return self.params.local_weight
-        return self.params.local_weight * 2.0 / features[0].numel()
+            return weight
+        return weight * 2.0 / features[0].numel()
 
 
 def stack_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:

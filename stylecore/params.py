@@ -9,10 +9,13 @@ Torch-free, so that a command line or a batch driver can read the defaults cheap
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 LocalNormalization = Literal["mean", "sum"]
+# The longest side (px) at which the alphas are calibrated: see `FusionParams.style_size_exponent`.
+REFERENCE_SIZE = 384
 Initialization = Literal["content", "noise"]
 
 
@@ -99,6 +102,16 @@ class FusionParams:
     # Multiplies both style weights (alpha_global and alpha_local) against the content term:
     # one knob for "more / less style", 1.0 = the alphas as given.
     style_strength: float = 1.0
+    # The alphas are calibrated at REFERENCE_SIZE (384 px); a result whose longest side is L
+    # gets both style weights times (L / 384) ** style_size_exponent, so that it has the same
+    # look at every size. With fixed weights a 192 px result took far more style than a
+    # 384 px one (the astronaut vanished under the zebra's stripes) and a 768 px one less:
+    # every term is a mean, but a small image's features are further from the style's. On
+    # the shipped pairs (issue 16 size grid, BENCHMARKS.md "Quality: the same look at every
+    # size") 192 px matched the 384 px look at about 0.55x the style, 256 px at 0.72x,
+    # 768 px at 1.45x and 1024 px at 1.75x; 0.7 is within 15% of each. 0 = the same weights
+    # at every size (the paper).
+    style_size_exponent: float = 0.7
     # "sum" is the paper's Eq. (4) (CNNMRF's summed local term, so its weight against the
     # mean-squared content term grows with the image's area: the paper's a2 means a 4x
     # stronger style at 768 than at 384 px). "mean" multiplies it by 2 / (C*H*W) of the
@@ -165,26 +178,32 @@ class FusionParams:
             if getattr(self, name) not in get_args(allowed):
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(allowed)))}, "
                                  f"got {getattr(self, name)!r}")
+        if not math.isfinite(self.style_size_exponent):
+            raise ValueError(f"style_size_exponent must be a finite number, got {self.style_size_exponent!r}")
         if not self.global_layers and self.alpha_global > 0:
             raise ValueError("alpha_global > 0 needs at least one global layer")
 
     @classmethod
     def paper(cls) -> FusionParams:
         """The paper's exact settings: Sec. IV's alpha_1 = 20, alpha_2 = 1e-4, alpha_3 = 20 (Eq. 1),
-        Eq. (4)'s summed local term, Sec. V's relu3_1 content layer and Sec. III's random
-        initialisation; the rest as the defaults."""
+        Eq. (4)'s summed local term, Sec. V's relu3_1 content layer, Sec. III's random
+        initialisation and the same weights at every size; the rest as the defaults."""
         return cls(alpha_global=20.0, alpha_local=1e-4, alpha_content=20.0, local_normalization="sum",
-                   init="noise", content_layer="relu3_1")
+                   init="noise", content_layer="relu3_1", style_size_exponent=0.0)
 
     @property
     def global_weight(self) -> float:
-        """The global term's weight as used: alpha_global times the style strength."""
+        """The global term's weight at the reference size: alpha_global times the style strength."""
         return self.alpha_global * self.style_strength
 
     @property
     def local_weight(self) -> float:
-        """The local term's weight as used: alpha_local times the style strength."""
+        """The local term's weight at the reference size: alpha_local times the style strength."""
         return self.alpha_local * self.style_strength
+
+    def size_factor(self, long_side: int) -> float:
+        """What both style weights are multiplied by for a result whose longest side is `long_side` px."""
+        return float((long_side / REFERENCE_SIZE) ** self.style_size_exponent)
 
     def with_overrides(self, **overrides: Any) -> FusionParams:
         """A copy with the given fields changed, by their flat names (`match_every=1` changes

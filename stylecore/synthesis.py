@@ -200,7 +200,7 @@ class Stylizer:
                 self.extractor,
                 normalize(resize(content_rgb, level.height, level.width)),
                 normalize(resize(style_rgb, level.style_height, level.style_width)),
-                params)
+                params, result_side=max(levels[-1].height, levels[-1].width))
             found = self._optimize(resize(image, level.height, level.width), objective, params, number, len(levels),
                                    started, callback)
             image, rejected, evaluations = found.point, rejected + found.rejected, evaluations + found.evaluations

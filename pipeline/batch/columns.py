@@ -47,6 +47,7 @@ PARAMETER_COLUMNS: tuple[ParameterColumn, ...] = (
     ParameterColumn("local_normalization", "local_normalization", str, False, "local term"),  # set by a preset
     ParameterColumn("init", "init", str, False),  # set by a preset
     ParameterColumn("content_layer", "content_layer", str, False, "content layer"),  # set by a preset
+    ParameterColumn("style_size_exponent", "style_size_exponent", float, False, "size exponent"),  # set by a preset
     ParameterColumn("match_every", "matching.match_every", int, False, "match"),
     ParameterColumn("search_dim", "matching.search_dim", int, False, "search"),
     ParameterColumn("search_candidates", "matching.search_candidates", int, False, "rerank"),

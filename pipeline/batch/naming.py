@@ -15,7 +15,8 @@ _NOT_IN_NAME = frozenset({"search_budget_bytes"})
 # Settings added after output names were first derived, each with the value that does what every
 # earlier version did: at that value a setting is left out of the fingerprint, so the parameters
 # an earlier version knew keep their names (and a rerun still finds those outputs).
-_ADDED_LATER = {"style_strength": 1.0, "preserve_color": False, "local_normalization": "sum", "init": "noise"}
+_ADDED_LATER = {"style_strength": 1.0, "preserve_color": False, "local_normalization": "sum", "init": "noise",
+                "style_size_exponent": 0.0}
 
 
 def params_fingerprint(params: FusionParams) -> dict[str, object]:

@@ -181,6 +181,7 @@ def legend(base: FusionParams, result: torch.Tensor, network: str, syntheses: in
             f"default: local term a {base.local_normalization} over patches, {base.init} init",
             f"paper: local term a {paper.local_normalization} over patches, {paper.init} init",
             f"content layer: {base.content_layer} (paper: {paper.content_layer})",
+            f"style weights x{base.size_factor(max(height, width)):.2f} at {max(height, width)} px (paper x1)",
             f"seed {base.seed}, {network}", f"{syntheses} syntheses in {seconds / 60:.1f} min",
             "distances: lower = closer"]
 

@@ -52,6 +52,7 @@ def tile_record(tile: Tile) -> dict[str, Any]:
             "local_normalization": params.local_normalization if params else None,
             "init": params.init if params else None,
             "content_layer": params.content_layer if params else None,
+            "style_size_exponent": params.style_size_exponent if params else None,
             "gram": tile.distances.gram, "mrf": tile.distances.mrf, "content": tile.distances.content,
             "seconds": round(tile.seconds, 2)}
 

@@ -68,26 +68,43 @@ def test_a_whole_level_runs_without_reading_a_device_value(stylizer, params, sea
     assert set(searches) == expected and found.point.device.type == "meta"
 
 
-def _terms_of_the_content(stylizer, params: FusionParams, tiles: int) -> dict[str, float]:
+def _terms_of_the_content(stylizer, params: FusionParams, tiles: int,
+                          result_side: int | None = None) -> dict[str, float]:
     """The terms of the 64 px cat itself against the 64 px zebra, both tiled `tiles` x `tiles`: the
     same patches (but at the seams) in an image of `tiles`**2 times the area."""
     normalize = stylizer.extractor.normalization
     content = normalize(image_to_tensor(demo_image("content/cat_chelsea.png", 64))).repeat(1, 1, tiles, tiles)
     style = normalize(image_to_tensor(demo_image("style/texture_zebra.jpg", 64))).repeat(1, 1, tiles, tiles)
-    objective = FusionObjective(stylizer.extractor, content, style, params.with_overrides(match_every=1))
+    objective = FusionObjective(stylizer.extractor, content, style, params.with_overrides(match_every=1),
+                                result_side=result_side)
     with torch.no_grad():
         return {name: float(value) for name, value in objective.terms(content).items()}
 
 
 def test_the_mean_local_term_keeps_its_scale_across_sizes_where_the_sum_grows_with_the_area(stylizer):
-    """The same patches in an image of 4x the area: the "mean" local term stays the same within a
-    tolerance (the seams' patches differ), the paper's summed one grows about 4x."""
-    mean = FusionParams(local_normalization="mean")
+    """The same patches in an image of 4x the area, without the size factor: the "mean" local term
+    stays the same within a tolerance (the seams' patches differ), the paper's summed one grows about 4x."""
+    mean = FusionParams(local_normalization="mean", style_size_exponent=0.0)
     small, large = _terms_of_the_content(stylizer, mean, 1), _terms_of_the_content(stylizer, mean, 2)
     assert large["local"] == pytest.approx(small["local"], rel=0.1)
-    summed = FusionParams(local_normalization="sum")
+    summed = FusionParams(local_normalization="sum", style_size_exponent=0.0)
     growth = _terms_of_the_content(stylizer, summed, 2)["local"] / _terms_of_the_content(stylizer, summed, 1)["local"]
     assert 3.6 < growth < 4.4
+
+
+def test_the_size_factor_of_the_results_side_multiplies_both_style_terms_only(stylizer):
+    """At exponent 0.7 the style terms of the 64 and 128 px objectives are (side / 384) ** 0.7 times
+    those at exponent 0; `result_side` sets the side the factor reads (a coarse level of a larger
+    result: 768 gives 2 ** 0.7 whatever the level's size), and the content term never changes."""
+    plain = FusionParams(style_size_exponent=0.0)
+    for tiles, side in ((1, 64), (2, 128)):
+        unscaled = _terms_of_the_content(stylizer, plain, tiles)
+        scaled = _terms_of_the_content(stylizer, plain.with_overrides(style_size_exponent=0.7), tiles)
+        as_level = _terms_of_the_content(stylizer, plain.with_overrides(style_size_exponent=0.7), tiles, 768)
+        for name in ("global", "local"):
+            assert scaled[name] == pytest.approx(unscaled[name] * (side / 384) ** 0.7, rel=1e-5)
+            assert as_level[name] == pytest.approx(unscaled[name] * 2 ** 0.7, rel=1e-5)
+        assert scaled["content"] == as_level["content"] == unscaled["content"]
 
 
 def test_style_strength_scales_both_style_terms_and_zero_builds_neither(stylizer):

@@ -29,10 +29,11 @@ def test_paper_gives_the_papers_settings():
 
 def test_defaults_depart_from_the_paper_only_in_the_measured_fields():
     """The default keeps the paper's style layers and pyramid; it changes the weights, the local term's
-    normalisation, the content layer and the initialisation (issue 16)."""
+    normalisation, the content layer, the initialisation and the style weights' size factor (issue 16)."""
     default, paper = FusionParams(), FusionParams.paper()
     changed = {name for name, value in default.flattened().items() if paper.flattened()[name] != value}
-    assert changed == {"alpha_global", "alpha_local", "alpha_content", "local_normalization", "init", "content_layer"}
+    assert changed == {"alpha_global", "alpha_local", "alpha_content", "local_normalization", "init", "content_layer",
+                       "style_size_exponent"}
     assert (default.local_normalization, default.init, default.content_layer) == ("mean", "content", "relu2_1")
     assert (default.alpha_global, default.alpha_local, default.alpha_content) == (5.0, 15.0, 35.0)
 
@@ -43,9 +44,19 @@ def test_style_strength_scales_both_style_weights_only():
     assert FusionParams(style_strength=0.0).local_weight == 0.0
 
 
+def test_the_style_weights_are_calibrated_at_384_px_and_scale_with_the_results_side():
+    """(side / 384) ** 0.7 by default: 1 at 384 px, 2 ** 0.7 at 768, 2 ** -0.7 at 192; the paper's
+    settings use the same weights at every size."""
+    default = FusionParams()
+    assert default.size_factor(384) == 1.0
+    assert default.size_factor(768) == pytest.approx(2 ** 0.7) and default.size_factor(192) == pytest.approx(2 ** -0.7)
+    assert FusionParams.paper().size_factor(1024) == FusionParams.paper().size_factor(96) == 1.0
+
+
 @pytest.mark.parametrize("field, value", [
     ("alpha_local", -1.0), ("alpha_global", math.nan), ("levels", 0), ("iterations", 0), ("size", 0),
     ("style_strength", -0.5), ("style_strength", math.nan), ("init", "zeros"), ("local_normalization", "max"),
+    ("style_size_exponent", math.inf), ("style_size_exponent", math.nan),
 ])
 def test_impossible_values_are_refused_with_the_field_name(field, value):
     with pytest.raises(ValueError, match=field):

@@ -36,7 +36,7 @@ def test_the_fingerprint_is_every_parameter_by_its_flat_name():
     assert json.loads(json.dumps(params_fingerprint(FusionParams()))) == json.loads(
         json.dumps(params_fingerprint(FusionParams.paper()))) | {
         "alpha_global": 5.0, "alpha_local": 15.0, "alpha_content": 35.0, "local_normalization": "mean",
-        "init": "content", "content_layer": "relu2_1"}
+        "init": "content", "content_layer": "relu2_1", "style_size_exponent": 0.7}
     assert json.dumps(params_fingerprint(FusionParams.paper()), sort_keys=True) == (
         '{"alpha_content": 20.0, "alpha_global": 20.0, "alpha_local": 0.0001, "content_layer": "relu3_1", '
         '"exact_level_end": false, "global_layers": ["relu1_2", "relu2_2", "relu3_3", "relu4_2"], '

@@ -21,7 +21,7 @@ METHODS = ["content", "style", "global only (a2 = 0)", "local only (a1 = 0)", "f
 STRENGTHS = [0.25, 0.5, 1, 2, 4]
 DEFAULT, PAPER = FusionParams(), FusionParams.paper()
 SETTINGS = ("alpha_global", "alpha_local", "alpha_content", "style_strength", "local_normalization", "init",
-            "content_layer")
+            "content_layer", "style_size_exponent")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_sheet_lays_out_inputs_methods_and_the_strength_sweep_in_two_rows(sheet)
     assert shown["global only (a2 = 0)"] == settings(DEFAULT, alpha_local=0.0)
     assert shown["local only (a1 = 0)"] == settings(DEFAULT, alpha_global=0.0)
     assert shown["fusion (default)"] == settings(DEFAULT)
-    assert shown["paper's settings"] == settings(PAPER) == (20.0, 1e-4, 20.0, 1.0, "sum", "noise", "relu3_1")
+    assert shown["paper's settings"] == settings(PAPER) == (20.0, 1e-4, 20.0, 1.0, "sum", "noise", "relu3_1", 0.0)
     assert [shown[tile["label"]] for tile in bottom] == [settings(DEFAULT, style_strength=s) for s in STRENGTHS]
     for tile in tiles:
         assert tile["label"] in stdout, "the printed table lists every tile"
