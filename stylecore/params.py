@@ -80,8 +80,8 @@ class FusionParams:
     The defaults depart from the paper where its settings lose the content in our
     implementation (issue 16; BENCHMARKS.md, "Quality: default against the paper's
     settings"): the local term is a mean, the synthesis starts from the content, the content
-    term reads relu2_1 and the alphas are retuned. `FusionParams.paper()` gives the paper's
-    exact settings.
+    term reads relu2_1, the alphas are retuned and the style weights scale with the result's
+    size. `FusionParams.paper()` gives the paper's exact settings.
     """
 
     # Eq. (1)'s weights. The paper (Sec. IV: "we set alpha_1 = 20, alpha_2 = 1e-4 and
