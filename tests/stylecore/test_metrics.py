@@ -17,7 +17,8 @@ from tests.demo_images import demo_image
 def test_exact_objective_is_eq1_with_exact_matching_at_the_finest_level(stylizer):
     """Whatever matching made the image, its objective is recomputed from the loss functions
     with an exact nearest-patch search, the style sized to the image's longest side; the default
-    local term is the summed loss times 2 / (C*H*W) of the local layer's map."""
+    local term is the summed loss times 2 / (C*H*W) of the local layer's map, and both style
+    terms carry the size factor of the image's longest side."""
     content = image_to_tensor(demo_image("content/cat_chelsea.png", 64))
     style = image_to_tensor(demo_image("style/starry_night_vangogh.jpg", 80))
     params = FusionParams(size=None, levels=2, iterations=4).with_overrides(
@@ -37,9 +38,11 @@ def test_exact_objective_is_eq1_with_exact_matching_at_the_finest_level(stylizer
         bank = PatchBank.from_features(style_features[params.local_layer], params.patch_size)
         expected_local = mrf_loss(features[params.local_layer], MRFTarget.nearest(bank, features[params.local_layer]))
         expected_content = content_loss(features[params.content_layer], content_features[params.content_layer])
-    assert torch.isclose(torch.tensor(terms.global_), params.alpha_global * expected_global, rtol=1e-5)
+    factor = (max(height, width) / 384) ** 0.7
+    assert torch.isclose(torch.tensor(terms.global_), params.alpha_global * factor * expected_global, rtol=1e-5)
     mean_scale = 2.0 / features[params.local_layer].numel()  # local_normalization "mean"
-    assert torch.isclose(torch.tensor(terms.local), params.alpha_local * mean_scale * expected_local, rtol=1e-5)
+    assert torch.isclose(torch.tensor(terms.local), params.alpha_local * factor * mean_scale * expected_local,
+                         rtol=1e-5)
     assert torch.isclose(torch.tensor(terms.content), params.alpha_content * expected_content, rtol=1e-5)
     assert terms.tv == 0
 
