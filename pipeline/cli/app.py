@@ -23,8 +23,9 @@ DEFAULTS = FusionParams()
 S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
                                                 help="S3-compatible endpoint URL.")]
 Paper = Annotated[bool, typer.Option("--paper", help="Start from the paper's exact settings (a1 20, a2 1e-4 on a "
-                                     "summed local term, a3 20 on relu3_1, noise init) instead of stylebatch's "
-                                     "defaults; the other options still apply. See the README, \"Defaults\".")]
+                                     "summed local term, a3 20 on relu3_1, noise init, the same weights at every "
+                                     "size) instead of stylebatch's defaults; the other options still apply. "
+                                     "See the README, \"Defaults\".")]
 StyleStrength = Annotated[float | None, typer.Option("--style-strength", min=0, help="Both style weights times S "
                                                      "against the content weight: 0.5 = less style, 2 = more "
                                                      "\\[default: 1].")]
