@@ -136,8 +136,9 @@ def size_table(stylizer: Stylizer, pairs: list[str], sizes: list[int], common: i
         own, shared = [], []
         for size in sizes:
             found = measured.get((pair, size)) or measure(
-                stylizer, pair, replace(FusionParams(), size=size, **pyramid), output_dir, "default")
-            image = resize(found.image, *fit_long_side(*found.image.shape[-2:], common))
+                stylizer, pair, FusionParams().with_overrides(size=size, **pyramid), output_dir, "default")
+            height, width = found.image.shape[-2:]
+            image = resize(found.image, *fit_long_side(height, width, common))
             own.append((found.structure, found.ratios))
             shared.append(look(stylizer, pair, image))
             rows.append([pair, str(size), *measures(*own[-1]), *measures(*shared[-1]), f"{found.seconds:.0f}"])
