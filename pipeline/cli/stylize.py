@@ -39,8 +39,10 @@ def stylize_file(content_path: Path, style_path: Path, output: Path, params: Fus
         result = stylizer(content, style, params, callback=lambda report: _update(bar, task, report))
     write_atomically(output, encode_image(result.to_pil(), output.name))
     height, width = result.image.shape[-2:]
+    factor = params.size_factor(max(height, width))
+    scaled = f"; style weights x{factor:.2f} for its size (calibrated at 384 px)" if round(factor, 2) != 1 else ""
     console.print(f"wrote [bold]{output}[/] ({width}x{height}) in {time.perf_counter() - started:.1f} s "
-                  f"on {result.device}; final loss {result.losses.total:.4g}", highlight=False)
+                  f"on {result.device}{scaled}; final loss {result.losses.total:.4g}", highlight=False)
 
 
 def _update(bar: Progress, task: TaskID, report: SynthesisProgress) -> None:

@@ -20,6 +20,8 @@ def test_stylize_writes_the_image_and_never_overwrites_by_accident(tmp_path):
     done = stylebatch("stylize", CAT, ZEBRA, "-o", str(output), *TINY)
     assert done.returncode == 0, done.stderr
     assert f"wrote {output} (32x21)" in done.stderr.replace("\n", "")
+    assert f"style weights x{(32 / 384) ** 0.7:.2f} for its size" in " ".join(done.stderr.split()), \
+        "a result off 384 px says its style factor"
     assert Image.open(output).format == "JPEG"
     before = output.stat().st_mtime_ns
 
