@@ -58,8 +58,12 @@ class Measured:
     image: torch.Tensor  # (1, 3, H, W) RGB 0..1, the result
 
 
-def look(stylizer: Stylizer, pair: str, image: torch.Tensor) -> tuple[float, StyleRatios]:
-    """The structure score and style ratios of `image`, a result for the shipped `pair`."""
+def look(stylizer: Stylizer, pair: str, image: torch.Tensor, long_side: int | None = None) -> tuple[float, StyleRatios]:
+    """The structure score and style ratios of `image`, a result for the shipped `pair`, downsampled
+    to `long_side` first if given."""
+    if long_side is not None:
+        height, width = image.shape[-2:]
+        image = resize(image, *fit_long_side(height, width, long_side))
     content, style = (image_to_tensor(load_image(IMAGES / path)) for path in PAIRS[pair])
     return structure_score(content, image), style_ratios(stylizer.extractor, image, content, style)
 
@@ -137,10 +141,8 @@ def size_table(stylizer: Stylizer, pairs: list[str], sizes: list[int], common: i
         for size in sizes:
             found = measured.get((pair, size)) or measure(
                 stylizer, pair, FusionParams().with_overrides(size=size, **pyramid), output_dir, "default")
-            height, width = found.image.shape[-2:]
-            image = resize(found.image, *fit_long_side(height, width, common))
             own.append((found.structure, found.ratios))
-            shared.append(look(stylizer, pair, image))
+            shared.append(look(stylizer, pair, found.image, common))
             rows.append([pair, str(size), *measures(*own[-1]), *measures(*shared[-1]), f"{found.seconds:.0f}"])
             print(f"done: {rows[-1]} (load {load_average()})", flush=True)
         rows.append([pair, "spread", *spreads(own), *spreads(shared), ""])

@@ -24,16 +24,13 @@ from bench.common import print_table
 from bench.machine import load_average, print_machine
 from bench.quality import PAIRS, look, measure, measures
 from stylecore import FusionParams, Stylizer
-from stylecore.images import fit_long_side, resize
 
 
 def row(stylizer: Stylizer, pair: str, params: FusionParams, common: int, label: str) -> list[str]:
     """One result's measures at its own size and at `common`, as table cells."""
     found = measure(stylizer, pair, params, None, label)
-    height, width = found.image.shape[-2:]
-    small = resize(found.image, *fit_long_side(height, width, common))
     cells = [pair, str(params.size), label, *measures(found.structure, found.ratios),
-             *measures(*look(stylizer, pair, small)), f"{found.seconds:.0f}"]
+             *measures(*look(stylizer, pair, found.image, common)), f"{found.seconds:.0f}"]
     print(f"done: {cells} (load {load_average()})", flush=True)
     return cells
 
