@@ -58,21 +58,29 @@ class Measured:
     image: torch.Tensor  # (1, 3, H, W) RGB 0..1, the result
 
 
+def pair_images(pair: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped `pair`'s content and style, (1, 3, H, W) RGB 0..1 each, at their own sizes."""
+    content_path, style_path = PAIRS[pair]
+    return image_to_tensor(load_image(IMAGES / content_path)), image_to_tensor(load_image(IMAGES / style_path))
+
+
+def score(stylizer: Stylizer, image: torch.Tensor, content: torch.Tensor,
+          style: torch.Tensor) -> tuple[float, StyleRatios]:
+    """The structure score and style ratios of `image` (a result) against its content and style."""
+    return structure_score(content, image), style_ratios(stylizer.extractor, image, content, style)
+
+
 def look(stylizer: Stylizer, pair: str, image: torch.Tensor, long_side: int | None = None) -> tuple[float, StyleRatios]:
-    """The structure score and style ratios of `image`, a result for the shipped `pair`, downsampled
-    to `long_side` first if given."""
+    """`score` of `image`, a result for the shipped `pair`, downsampled to `long_side` first if given."""
     if long_side is not None:
         height, width = image.shape[-2:]
         image = resize(image, *fit_long_side(height, width, long_side))
-    content, style = (image_to_tensor(load_image(IMAGES / path)) for path in PAIRS[pair])
-    return structure_score(content, image), style_ratios(stylizer.extractor, image, content, style)
+    return score(stylizer, image, *pair_images(pair))
 
 
 def measure(stylizer: Stylizer, pair: str, params: FusionParams, output_dir: Path | None, name: str) -> Measured:
     """Stylize one shipped pair under `params` and measure the result (saved under `output_dir` if given)."""
-    content_path, style_path = PAIRS[pair]
-    content = image_to_tensor(load_image(IMAGES / content_path))
-    style = image_to_tensor(load_image(IMAGES / style_path))
+    content, style = pair_images(pair)
     result = stylizer(content, style, params)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -81,8 +89,7 @@ def measure(stylizer: Stylizer, pair: str, params: FusionParams, output_dir: Pat
     if params.preserve_color:
         luma = style_ratios(stylizer.extractor, luminance_image(result.image), luminance_image(content),
                             luminance_image(style, content))
-    return Measured(structure_score(content, result.image), style_ratios(stylizer.extractor, result.image, content,
-                                                                          style), result.seconds, luma, result.image)
+    return Measured(*score(stylizer, result.image, content, style), result.seconds, luma, result.image)
 
 
 def spread(values: list[float]) -> float:
