@@ -11,6 +11,7 @@ from pipeline.cli.console import console, progress_bar
 from stylecore import FusionParams, ImageTooSmallError, Stylizer, SynthesisProgress, load_image, plan_levels
 from stylecore.files import write_atomically
 from stylecore.imageio import encode_image, image_format_for
+from stylecore.params import REFERENCE_SIZE
 
 
 def check_output_path(output: Path, force: bool) -> None:
@@ -40,7 +41,8 @@ def stylize_file(content_path: Path, style_path: Path, output: Path, params: Fus
     write_atomically(output, encode_image(result.to_pil(), output.name))
     height, width = result.image.shape[-2:]
     factor = params.size_factor(max(height, width))
-    scaled = f"; style weights x{factor:.2f} for its size (calibrated at 384 px)" if round(factor, 2) != 1 else ""
+    scaled = (f"; style weights x{factor:.2f} for its size (calibrated at {REFERENCE_SIZE} px)"
+              if round(factor, 2) != 1 else "")
     console.print(f"wrote [bold]{output}[/] ({width}x{height}) in {time.perf_counter() - started:.1f} s "
                   f"on {result.device}{scaled}; final loss {result.losses.total:.4g}", highlight=False)
 
